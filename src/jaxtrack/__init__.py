@@ -1,0 +1,68 @@
+"""jaxtrack: experiment tracking for JAX, Flax and Optax training loops.
+
+>>> import jaxtrack as jt
+>>> with jt.init_tracker({"type": "noop"}, run_id="example"):
+...     jt.log({"loss": 0.5}, step=0)
+"""
+
+from jaxtrack._optional import MissingExtraError
+from jaxtrack.trackers import (
+    CompositeTracker,
+    ConsoleConfig,
+    ConsoleTracker,
+    NoopConfig,
+    NoopTracker,
+    TensorboardConfig,
+    TensorboardTracker,
+    Tracker,
+    TrackerConfig,
+    TrackerConfigError,
+    TrackerError,
+    WandbConfig,
+    WandbTracker,
+)
+from jaxtrack.tracking import (
+    NoTrackerWarning,
+    current_tracker,
+    finish,
+    get_tracker,
+    init_tracker,
+    log,
+    log_artifact,
+    log_configuration,
+    log_hyperparameters,
+    log_summary,
+)
+from jaxtrack.values import Histogram, Image, flatten
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CompositeTracker",
+    "ConsoleConfig",
+    "ConsoleTracker",
+    "Histogram",
+    "Image",
+    "MissingExtraError",
+    "NoTrackerWarning",
+    "NoopConfig",
+    "NoopTracker",
+    "TensorboardConfig",
+    "TensorboardTracker",
+    "Tracker",
+    "TrackerConfig",
+    "TrackerConfigError",
+    "TrackerError",
+    "WandbConfig",
+    "WandbTracker",
+    "current_tracker",
+    "finish",
+    "flatten",
+    "get_tracker",
+    "init_tracker",
+    "log",
+    "log_artifact",
+    "log_configuration",
+    "log_hyperparameters",
+    "log_summary",
+]

@@ -1,0 +1,224 @@
+"""The tracker interface every backend implements, and the two trackers built from nothing else."""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+class Tracker(abc.ABC):
+    """A place metrics, summaries, hyperparameters and artifacts of a run go to.
+
+    Subclass it and implement the abstract methods to add a backend; the new
+    tracker then works with every ``jaxtrack`` function and inside a
+    :class:`CompositeTracker`. Metric dicts may be nested (built-in backends
+    flatten them to ``"a/b"`` keys with :func:`jaxtrack.flatten`) and hold JAX
+    arrays, which a backend should copy to the host only where it writes
+    (:func:`jaxtrack.values.to_host`).
+
+    >>> class PrintTracker(Tracker):
+    ...     name = "print"
+    ...     def log(self, metrics, *, step=None, commit=None):
+    ...         print(step, dict(metrics))
+    ...     def log_summary(self, metrics): print("summary", dict(metrics))
+    ...     def log_hyperparameters(self, hparams): print("hparams", dict(hparams))
+    ...     def log_artifact(self, artifact_path, *, name=None, type=None): print("artifact", name)
+    ...     def finish(self): print("done")
+    >>> PrintTracker().log({"loss": 0.5}, step=3)
+    3 {'loss': 0.5}
+
+    A tracker is also a context manager that finishes it on exit.
+    """
+
+    name: str = "tracker"
+    """How :func:`jaxtrack.get_tracker` finds this tracker."""
+
+    @abc.abstractmethod
+    def log(self, metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | None = None) -> None:
+        """Records ``metrics`` at ``step``.
+
+        ``step=None`` means the step after the last committed one (the same step
+        again if the previous call passed ``commit=False``), as in ``wandb.log``;
+        :class:`StepCounter` implements that rule for a backend.
+        """
+
+    @abc.abstractmethod
+    def log_summary(self, metrics: Mapping[str, Any]) -> None:
+        """Records one-off values that describe the whole run (best loss, final accuracy...)."""
+
+    @abc.abstractmethod
+    def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
+        """Records the run's configuration; nested dicts become ``"a/b"`` keys."""
+
+    @abc.abstractmethod
+    def log_artifact(
+        self, artifact_path: str | os.PathLike[str], *, name: str | None = None, type: str | None = None
+    ) -> None:
+        """Stores the file or directory at ``artifact_path`` with the run."""
+
+    @abc.abstractmethod
+    def finish(self) -> None:
+        """Writes out everything pending and releases the backend. Calling it twice is harmless."""
+
+    def flush(self) -> None:  # noqa: B027 - optional to override, unlike the methods above
+        """Writes out everything pending without finishing (a no-op unless the backend buffers)."""
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        from jaxtrack import tracking
+
+        tracking.release(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class StepCounter:
+    """Gives each ``log`` call its step, following ``wandb.log``'s rule.
+
+    An explicit step is used as is; ``step=None`` takes the step after the last
+    one logged, or the same step again if that call passed ``commit=False``.
+
+    >>> counter = StepCounter()
+    >>> counter.resolve(None, None), counter.resolve(None, False), counter.resolve(None, None)
+    (0, 1, 1)
+    >>> counter.resolve(10, None), counter.resolve(None, None)
+    (10, 11)
+    """
+
+    def __init__(self) -> None:
+        self.last_step: int | None = None
+        self._open = False  # the last step was logged with commit=False
+
+    def resolve(self, step: Any, commit: bool | None) -> int:
+        if step is None:
+            if self.last_step is None:
+                resolved = 0
+            else:
+                resolved = self.last_step if self._open else self.last_step + 1
+        else:
+            resolved = _as_step(step)
+        self.last_step = resolved
+        self._open = commit is False
+        return resolved
+
+
+def _as_step(step: Any) -> int:
+    if isinstance(step, bool):
+        raise TypeError(f"step must be an integer, got {step!r}")
+    try:
+        resolved = int(step)
+    except (TypeError, ValueError):
+        raise TypeError(f"step must be an integer, got {step!r} ({type(step).__name__})") from None
+    if resolved != step:
+        raise TypeError(f"step must be an integer, got {step!r}")
+    if resolved < 0:
+        raise ValueError(f"step must be >= 0, got {resolved}")
+    return resolved
+
+
+class NoopTracker(Tracker):
+    """A tracker that records nothing: for runs that must not log (tests, non-zero processes).
+
+    >>> NoopTracker().log({"loss": 1.0}, step=0)
+    """
+
+    name = "noop"
+
+    def log(self, metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | None = None) -> None:
+        pass
+
+    def log_summary(self, metrics: Mapping[str, Any]) -> None:
+        pass
+
+    def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
+        pass
+
+    def log_artifact(
+        self, artifact_path: str | os.PathLike[str], *, name: str | None = None, type: str | None = None
+    ) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class CompositeTracker(Tracker):
+    """Sends everything to several trackers, e.g. TensorBoard and W&B at once.
+
+    The step of a call without one is decided here once, so every backend
+    records the same step. If a backend raises, the others still receive the
+    call, then a :class:`TrackerError` names the backends that failed.
+
+    >>> both = CompositeTracker([NoopTracker(), NoopTracker()])
+    >>> both.log({"loss": 1.0}, step=0)
+    >>> len(both.trackers)
+    2
+    """
+
+    name = "composite"
+
+    def __init__(self, trackers: Sequence[Tracker]) -> None:
+        for tracker in trackers:
+            if not isinstance(tracker, Tracker):
+                raise TypeError(f"CompositeTracker takes Tracker instances, got {tracker!r}")
+        self.trackers: list[Tracker] = list(trackers)
+        self._steps = StepCounter()
+
+    def log(self, metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | None = None) -> None:
+        resolved = self._steps.resolve(step, commit)
+        self._each("log", lambda t: t.log(metrics, step=resolved, commit=commit))
+
+    def log_summary(self, metrics: Mapping[str, Any]) -> None:
+        self._each("log_summary", lambda t: t.log_summary(metrics))
+
+    def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
+        self._each("log_hyperparameters", lambda t: t.log_hyperparameters(hparams))
+
+    def log_artifact(
+        self, artifact_path: str | os.PathLike[str], *, name: str | None = None, type: str | None = None
+    ) -> None:
+        self._each("log_artifact", lambda t: t.log_artifact(artifact_path, name=name, type=type))
+
+    def flush(self) -> None:
+        self._each("flush", lambda t: t.flush())
+
+    def finish(self) -> None:
+        self._each("finish", lambda t: t.finish())
+
+    def _each(self, method: str, call: Any) -> None:
+        failures: list[tuple[Tracker, BaseException]] = []
+        for tracker in self.trackers:
+            try:
+                call(tracker)
+            except Exception as error:  # noqa: BLE001 - the other backends must still get the call
+                failures.append((tracker, error))
+        if failures:
+            raise TrackerError(method, failures)
+
+    def __repr__(self) -> str:
+        return f"CompositeTracker({self.trackers!r})"
+
+
+class TrackerError(RuntimeError):
+    """Raised by :class:`CompositeTracker` when some of its backends failed; the others got the call."""
+
+    def __init__(self, method: str, failures: Sequence[tuple[Tracker, BaseException]]) -> None:
+        self.method = method
+        self.failures = list(failures)
+        detail = "; ".join(f"{t.name}: {type(e).__name__}: {e}" for t, e in self.failures)
+        super().__init__(f"{method} failed in {len(self.failures)} tracker(s): {detail}")
+        self.__cause__ = self.failures[0][1]
+
+
+def walk(tracker: Tracker) -> list[Tracker]:
+    """The tracker and, for composites, every tracker inside it, depth first."""
+    found = [tracker]
+    if isinstance(tracker, CompositeTracker):
+        for child in tracker.trackers:
+            found.extend(walk(child))
+    return found

@@ -1,0 +1,214 @@
+"""Weights & Biases: metrics to the run's history, summaries, config, artifacts.
+
+Needs ``pip install 'jaxtrack[wandb]'``. Works offline (``mode="offline"``)
+with no account; ``wandb sync`` uploads such a run later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+
+from jaxtrack._optional import import_optional
+from jaxtrack._paths import safe_file_name
+from jaxtrack.multihost import is_primary_process
+from jaxtrack.trackers.base import StepCounter, Tracker
+from jaxtrack.trackers.config import TrackerConfig
+from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, HostValue, Image, flatten, normalize, to_host
+
+DEFAULT_STEP_METRIC = "global_step"
+_MAX_WANDB_BINS = 512  # wandb.Histogram's limit
+
+
+def _wandb() -> Any:
+    return import_optional("wandb", extra="wandb", purpose="WandbTracker")
+
+
+class WandbTracker(Tracker):
+    """Logs to a W&B run: the one given, or one it starts with ``wandb.init(**wandb_init_kwargs)``.
+
+    Steps are recorded in a step metric of their own (``global_step`` by
+    default, the x-axis of every chart through ``define_metric``) instead of
+    W&B's internal ``step``, which only goes up: a run resumed from an older
+    checkpoint logs steps lower than those already in the run, and W&B would
+    silently drop them. With a step metric they are all kept, each row
+    carrying the step it was logged at.
+
+    Arrays and :class:`~jaxtrack.Histogram` values become ``wandb.Histogram``,
+    :class:`~jaxtrack.Image` values ``wandb.Image``, hyperparameters go to the
+    run config, summaries to the run summary. In a multi-process JAX run,
+    only process 0 starts a real run; the others get a disabled one.
+
+    >>> import os, tempfile, wandb
+    >>> from jaxtrack.trackers.wandb import WandbTracker
+    >>> os.environ["WANDB_SILENT"] = "true"
+    >>> tracker = WandbTracker(project="doc", mode="offline", dir=tempfile.mkdtemp())
+    >>> tracker.log({"loss": 0.5}, step=0)
+    >>> tracker.finish()
+
+    Args:
+      run: an existing ``wandb`` run; ``None`` uses ``wandb.run`` when no
+        ``wandb_init_kwargs`` are given and a run is active, else starts one.
+      step_metric: the name of the step metric.
+      histogram_bins: buckets of the histogram made from an array value (at most 512).
+      **wandb_init_kwargs: passed to ``wandb.init`` when a run is started.
+    """
+
+    name = "wandb"
+
+    def __init__(
+        self,
+        run: Any = None,
+        *,
+        step_metric: str = DEFAULT_STEP_METRIC,
+        histogram_bins: int = DEFAULT_NUM_BINS,
+        **wandb_init_kwargs: Any,
+    ) -> None:
+        wandb = _wandb()
+        if not 1 <= histogram_bins <= _MAX_WANDB_BINS:
+            raise ValueError(f"histogram_bins must be between 1 and {_MAX_WANDB_BINS} for W&B, got {histogram_bins}")
+        if run is None:
+            if wandb.run is not None and not wandb_init_kwargs:
+                run = wandb.run
+            else:
+                if not is_primary_process():
+                    wandb_init_kwargs = {**wandb_init_kwargs, "mode": "disabled"}
+                run = wandb.init(**wandb_init_kwargs)
+        self.run = run
+        self.step_metric = step_metric
+        self.histogram_bins = histogram_bins
+        self._lock = threading.RLock()
+        self._steps = StepCounter()
+        self._finished = False
+        self.run.define_metric(step_metric)
+        self.run.define_metric("*", step_metric=step_metric)
+
+    def log(self, metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | None = None) -> None:
+        with self._lock:
+            self._check_open()
+            resolved = self._steps.resolve(step, commit)
+            data = self._convert(metrics)
+            if self.step_metric in data:
+                raise ValueError(f"metric name {self.step_metric!r} is the W&B step metric; pass the step as step=")
+            data[self.step_metric] = resolved
+            self.run.log(data, commit=commit)
+
+    def log_summary(self, metrics: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._check_open()
+            self.run.summary.update(self._convert(metrics))
+
+    def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._check_open()
+            config = {key: _config_value(value) for key, value in to_host(flatten(hparams)).items()}
+            self.run.config.update(config, allow_val_change=True)
+
+    def log_artifact(
+        self, artifact_path: str | os.PathLike[str], *, name: str | None = None, type: str | None = None
+    ) -> None:
+        with self._lock:
+            self._check_open()
+            path = os.fspath(artifact_path)
+            # W&B artifact names allow letters, digits, "-", "_" and ".".
+            artifact_name = safe_file_name(name or os.path.basename(os.path.normpath(path)))
+            self.run.log_artifact(path, name=artifact_name, type=type or "artifact")
+
+    def finish(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+            self.run.finish()
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise RuntimeError("WandbTracker is finished; start a new tracker to log more")
+
+    def _convert(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, raw in to_host(flatten(metrics)).items():
+            value = _wandb_value(normalize(key, raw, num_bins=self.histogram_bins))
+            if value is not None:
+                out[key] = value
+        return out
+
+    def __repr__(self) -> str:
+        return f"WandbTracker(run={getattr(self.run, 'id', None)!r})"
+
+
+def _wandb_value(value: HostValue) -> Any:
+    wandb = _wandb()
+    if isinstance(value, Histogram):
+        return wandb.Histogram(
+            np_histogram=(np.asarray(value.bucket_counts), np.asarray(value.bucket_limits, dtype=np.float64))
+        )
+    if isinstance(value, Image):
+        images = [wandb.Image(pixels, caption=value.caption) for pixels in value.to_uint8()]
+        return images[0] if len(images) == 1 else images
+    return value
+
+
+def _config_value(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@TrackerConfig.register("wandb")
+@dataclasses.dataclass(frozen=True)
+class WandbConfig(TrackerConfig):
+    """``type: wandb``: a :class:`WandbTracker` starting a run with these ``wandb.init`` options.
+
+    ``id`` defaults to the run id given to ``init`` (so every backend of a run
+    shares it), and ``resume`` takes W&B's values (``allow``, ``must``,
+    ``never``, ``auto``) or a bool.
+
+    >>> WandbConfig(project="my-project", entity="my-entity").mode
+    'online'
+    """
+
+    entity: str | None = None
+    project: str | None = None
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+    id: str | None = None
+    group: str | None = None
+    job_type: str | None = None
+    notes: str | None = None
+    mode: Literal["online", "offline", "disabled", "shared"] = "online"
+    resume: bool | Literal["allow", "must", "never", "auto"] | None = None
+    dir: str | None = None
+    save_code: bool | None = None
+    step_metric: str = DEFAULT_STEP_METRIC
+    histogram_bins: int = DEFAULT_NUM_BINS
+
+    def init(self, run_id: str | None) -> WandbTracker:
+        kwargs: dict[str, Any] = {
+            "entity": self.entity,
+            "project": self.project,
+            "name": self.name,
+            "tags": list(self.tags) or None,
+            "id": self.id or run_id,
+            "group": self.group,
+            "job_type": self.job_type,
+            "notes": self.notes,
+            "mode": self.mode,
+            "resume": self.resume,
+            "dir": self.dir,
+            "save_code": self.save_code,
+        }
+        if self.dir is not None:
+            os.makedirs(self.dir, exist_ok=True)
+        return WandbTracker(
+            step_metric=self.step_metric,
+            histogram_bins=self.histogram_bins,
+            **{k: v for k, v in kwargs.items() if v is not None},
+        )

@@ -1,0 +1,354 @@
+"""The module-level logging functions, and the current tracker they send to.
+
+With no tracker set, every function here (``current_tracker()``, ``log``,
+``log_summary``, ``log_hyperparameters``, ``log_artifact``,
+``log_configuration``, ``finish``) warns once with :class:`NoTrackerWarning`
+and does nothing: the values are not recorded, and training goes on.
+``get_tracker`` is a look-up and raises ``KeyError`` instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import datetime
+import enum
+import os
+import pathlib
+import secrets
+import tempfile
+import threading
+import warnings
+import weakref
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, overload
+
+import numpy as np
+import yaml
+
+from jaxtrack._paths import safe_file_name
+from jaxtrack.trackers.base import NoopTracker, Tracker, walk
+from jaxtrack.trackers.config import TrackerConfig
+
+
+class NoTrackerWarning(UserWarning):
+    """Logged values are dropped because no tracker is set (see :func:`current_tracker`)."""
+
+
+_lock = threading.RLock()
+_current: Tracker | None = None
+_warned_no_tracker = False
+_noop = NoopTracker()
+# Trackers made current at some point and not finished yet: finished at exit so
+# nothing buffered is lost when a script forgets jaxtrack.finish().
+_unfinished: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
+class _CurrentTrackerScope:
+    """What ``current_tracker(t)`` returns: ``t`` is already current; leaving a ``with`` restores the previous one."""
+
+    def __init__(self, tracker: Tracker, previous: Tracker | None) -> None:
+        self.tracker = tracker
+        self._previous = previous
+
+    def __enter__(self) -> Tracker:
+        return self.tracker
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        global _current
+        try:
+            self.tracker.flush()
+        finally:
+            with _lock:
+                if _current is self.tracker:
+                    _current = self._previous
+
+
+@overload
+def current_tracker() -> Tracker: ...
+@overload
+def current_tracker(tracker: Tracker) -> _CurrentTrackerScope: ...
+def current_tracker(tracker: Tracker | None = None) -> Tracker | _CurrentTrackerScope:
+    """Gets the current tracker, or sets it.
+
+    ``current_tracker()`` returns the tracker the module functions log to (a
+    :class:`NoopTracker`, with a one-time :class:`NoTrackerWarning`, if none is
+    set). ``current_tracker(t)`` makes ``t`` current at once; used as a context
+    manager, it restores the previous tracker (and flushes ``t``) on exit.
+
+    >>> import jaxtrack as jt
+    >>> with jt.current_tracker(jt.NoopTracker()) as tracker:
+    ...     jt.log({"loss": 0.5}, step=0)
+    ...     jt.current_tracker() is tracker
+    True
+    """
+    global _current
+    if tracker is None:
+        return _get()
+    if not isinstance(tracker, Tracker):
+        raise TypeError(f"current_tracker takes a jaxtrack Tracker, got {tracker!r}")
+    with _lock:
+        previous = _current
+        _current = tracker
+        _unfinished.add(tracker)
+    return _CurrentTrackerScope(tracker, previous)
+
+
+def _get() -> Tracker:
+    global _warned_no_tracker
+    with _lock:
+        if _current is not None:
+            return _current
+        if not _warned_no_tracker:
+            _warned_no_tracker = True
+            warnings.warn(
+                "jaxtrack: no tracker is set, so logged values are dropped; "
+                "call jaxtrack.init_tracker(...) or jaxtrack.current_tracker(tracker) first",
+                NoTrackerWarning,
+                stacklevel=3,
+            )
+        return _noop
+
+
+def log(metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | None = None) -> None:
+    """Logs ``metrics`` (nested dicts allowed) at ``step`` to the current tracker.
+
+    ``step=None`` continues after the last step (``wandb.log``'s rule, see
+    :class:`jaxtrack.trackers.StepCounter`); ``commit=False`` keeps the step
+    open for more values. JAX arrays are copied to the host by the backend
+    where it writes. Inside a jitted function use :func:`jaxtrack.jit_log`.
+
+    >>> import jaxtrack as jt
+    >>> with jt.current_tracker(jt.NoopTracker()):
+    ...     jt.log({"train": {"loss": 0.25}}, step=10)
+    """
+    _get().log(metrics, step=step, commit=commit)
+
+
+def log_summary(metrics: Mapping[str, Any]) -> None:
+    """Logs values that describe the whole run, like W&B's run summary.
+
+    >>> import jaxtrack as jt
+    >>> with jt.current_tracker(jt.NoopTracker()):
+    ...     jt.log_summary({"best_loss": 0.0})
+    """
+    _get().log_summary(metrics)
+
+
+def log_hyperparameters(hparams: Mapping[str, Any]) -> None:
+    """Logs the run's hyperparameters; nested dicts become ``"a/b"`` keys.
+
+    >>> import jaxtrack as jt
+    >>> with jt.current_tracker(jt.NoopTracker()):
+    ...     jt.log_hyperparameters({"optimizer": {"lr": 1e-3}, "batch_size": 32})
+    """
+    _get().log_hyperparameters(hparams)
+
+
+def log_artifact(artifact_path: str | os.PathLike[str], *, name: str | None = None, type: str | None = None) -> None:
+    """Stores a file or directory with the run (a W&B artifact, a copy next to TensorBoard's files...).
+
+    >>> import jaxtrack as jt, tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
+    >>> _ = path.write_text("hello")
+    >>> with jt.current_tracker(jt.NoopTracker()):
+    ...     jt.log_artifact(path, name="notes", type="text")
+    """
+    if not os.path.exists(artifact_path):
+        raise FileNotFoundError(f"artifact path does not exist: {os.fspath(artifact_path)!r}")
+    _get().log_artifact(artifact_path, name=name, type=type)
+
+
+def log_configuration(config: Any, *, name: str = "config") -> None:
+    """Logs a run's configuration: as hyperparameters, and as a YAML artifact called ``name``.
+
+    ``config`` is a dataclass, an ``ml_collections.ConfigDict``, or a mapping.
+
+    >>> import dataclasses, jaxtrack as jt
+    >>> @dataclasses.dataclass
+    ... class Config:
+    ...     lr: float = 1e-3
+    ...     layers: tuple = (64, 64)
+    >>> with jt.current_tracker(jt.NoopTracker()):
+    ...     jt.log_configuration(Config())
+    """
+    tracker = _get()
+    plain = _plain(_config_to_dict(config))
+    tracker.log_hyperparameters(plain)
+    directory = tempfile.mkdtemp(prefix="jaxtrack-config-")
+    path = os.path.join(directory, f"{safe_file_name(name)}.yaml")
+    with open(path, "w", encoding="utf-8") as file:
+        yaml.safe_dump(plain, file, sort_keys=False, allow_unicode=True)
+    tracker.log_artifact(path, name=name, type="config")
+
+
+def get_tracker(name: str) -> Tracker:
+    """Finds a tracker by name in the current tracker, looking inside composites.
+
+    Raises ``KeyError`` naming the trackers that exist when none matches.
+
+    >>> import jaxtrack as jt
+    >>> with jt.current_tracker(jt.CompositeTracker([jt.NoopTracker()])):
+    ...     jt.get_tracker("noop")
+    NoopTracker(name='noop')
+    """
+    with _lock:
+        root = _current
+    if root is None:
+        raise KeyError(f"no tracker named {name!r}: no tracker is set (call jaxtrack.init_tracker first)")
+    found = walk(root)
+    for tracker in found:
+        if tracker.name == name:
+            return tracker
+    raise KeyError(f"no tracker named {name!r}; the current trackers are: {', '.join(repr(t.name) for t in found)}")
+
+
+def finish() -> None:
+    """Finishes the current tracker (everything is written out) and unsets it.
+
+    >>> import jaxtrack as jt
+    >>> _ = jt.current_tracker(jt.NoopTracker())
+    >>> jt.finish()
+    """
+    global _current
+    tracker = _get()
+    with _lock:
+        if _current is tracker:
+            _current = None
+    _finish(tracker)
+
+
+def _finish(tracker: Tracker) -> None:
+    _unfinished.discard(tracker)
+    tracker.finish()
+
+
+def release(tracker: Tracker) -> None:
+    """Finishes ``tracker`` and, if it is the current tracker, unsets it (what leaving ``with tracker:`` does)."""
+    global _current
+    with _lock:
+        if _current is tracker:
+            _current = None
+    _finish(tracker)
+
+
+def init_tracker(spec: Any, *, run_id: str | None = None) -> Tracker:
+    """Builds trackers from a config and makes the result the current tracker.
+
+    ``spec`` is anything :meth:`TrackerConfig.parse` reads (a config, a dict
+    with ``type:``, YAML text) or a list of those, which gives a
+    :class:`~jaxtrack.CompositeTracker`; a :class:`~jaxtrack.Tracker` is used as
+    is. Every backend gets the same ``run_id`` (one is made up if not given).
+    The returned tracker is also a context manager that finishes it.
+
+    >>> import jaxtrack as jt
+    >>> with jt.init_tracker([{"type": "noop"}, "type: noop"], run_id="demo") as tracker:
+    ...     jt.log({"loss": 1.0}, step=0)
+    >>> type(tracker).__name__
+    'CompositeTracker'
+    """
+    from jaxtrack.trackers.base import CompositeTracker
+
+    if isinstance(spec, Tracker):
+        tracker = spec
+    else:
+        parsed = TrackerConfig.parse(spec)
+        run_id = validate_run_id(run_id) if run_id is not None else new_run_id()
+        if isinstance(parsed, list):
+            built: list[Tracker] = []
+            try:
+                for config in parsed:
+                    built.append(config.init(run_id))
+            except BaseException:
+                for tracker in built:
+                    tracker.finish()
+                raise
+            tracker = CompositeTracker(built)
+        else:
+            tracker = parsed.init(run_id)
+    current_tracker(tracker)
+    return tracker
+
+
+def new_run_id() -> str:
+    """A fresh run id: the UTC time then random letters, so ids sort by start time.
+
+    >>> len(new_run_id().split("-"))
+    3
+    """
+    now = datetime.datetime.now(datetime.UTC)
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def validate_run_id(run_id: str) -> str:
+    """Checks that ``run_id`` is safe to use as a directory name and as a W&B id."""
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
+    forbidden = '/\\:#?%*"<>|\0 '
+    if run_id.startswith(".") or any(c in forbidden for c in run_id):
+        raise ValueError(
+            f"run_id {run_id!r} cannot be used: it must not start with '.' nor contain spaces or any of {forbidden[:-2]!r}"
+        )
+    return run_id
+
+
+def _config_to_dict(config: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    to_dict = getattr(config, "to_dict", None)
+    if callable(to_dict):  # ml_collections.ConfigDict / FrozenConfigDict, and look-alikes
+        result = to_dict()
+        if isinstance(result, Mapping):
+            return dict(result)
+    if isinstance(config, Mapping):
+        return dict(config)
+    raise TypeError(
+        f"log_configuration takes a dataclass instance, an ml_collections.ConfigDict or a mapping, got {type(config).__name__}"
+    )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as YAML's safe types: dicts, lists, strings, numbers, bools and None."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, (np.generic, np.ndarray)):
+        return _plain(value.tolist())
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+@atexit.register
+def _finish_at_exit() -> None:
+    for tracker in list(_unfinished):
+        try:
+            _finish(tracker)
+        except Exception as error:  # noqa: BLE001 - exit must go on; say what was not written
+            warnings.warn(f"jaxtrack: finishing {tracker!r} at exit failed: {error}", RuntimeWarning, stacklevel=1)
+
+
+__all__ = [
+    "NoTrackerWarning",
+    "current_tracker",
+    "finish",
+    "get_tracker",
+    "init_tracker",
+    "log",
+    "log_artifact",
+    "log_configuration",
+    "log_hyperparameters",
+    "log_summary",
+    "new_run_id",
+    "validate_run_id",
+]

@@ -1,0 +1,234 @@
+"""What a metric value can be, and how backends turn one into something they write.
+
+Every backend accepts the same values: Python numbers and bools, NumPy and JAX
+scalars and arrays, strings, :class:`Histogram`, :class:`Image`, and nested
+dicts of those (flattened to ``"a/b"`` keys). An array with one or more
+dimensions is logged as a histogram of its elements; a 0-d array is a scalar.
+
+Backends call :func:`flatten`, then :func:`to_host` once per report (a single
+batched device-to-host transfer, made on the thread that writes), then
+:func:`normalize` per value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+DEFAULT_NUM_BINS = 64
+"""Buckets of a histogram made from an array value (W&B's default; TensorBoard's is 30)."""
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Histogram:
+    """A distribution summarised as bucket counts, as TensorBoard and W&B draw it.
+
+    ``bucket_limits`` holds the ``n + 1`` bucket edges and ``bucket_counts`` the
+    ``n`` counts; ``min``, ``max``, ``num``, ``sum`` and ``sum_squares`` describe
+    the samples, so the mean and standard deviation survive any re-bucketing.
+    Log a raw array to get one computed for you, or build one yourself:
+
+    >>> import numpy as np
+    >>> h = Histogram.from_array(np.array([0.0, 1.0, 1.0, 3.0]), num_bins=3)
+    >>> h.bucket_counts.tolist(), float(h.mean)
+    ([1, 2, 1], 1.25)
+    """
+
+    bucket_limits: Any
+    bucket_counts: Any
+    min: Any
+    max: Any
+    num: Any
+    sum: Any
+    sum_squares: Any
+
+    @classmethod
+    def from_array(cls, values: Any, *, num_bins: int = DEFAULT_NUM_BINS) -> Histogram:
+        """Buckets the finite elements of ``values`` into ``num_bins`` equal-width bins.
+
+        Non-finite elements (NaN, +-Inf) are left out of the buckets and of the
+        moments, so one NaN does not turn a whole distribution into NaN.
+
+        >>> Histogram.from_array([1.0, 2.0, float("nan")], num_bins=2).num
+        2
+        """
+        if num_bins < 1:
+            raise ValueError(f"num_bins must be at least 1, got {num_bins}")
+        flat = np.asarray(values, dtype=np.float64).reshape(-1)
+        flat = flat[np.isfinite(flat)]
+        if flat.size == 0:
+            return cls(
+                bucket_limits=np.array([0.0, 0.0]),
+                bucket_counts=np.array([0], dtype=np.int64),
+                min=math.nan,
+                max=math.nan,
+                num=0,
+                sum=0.0,
+                sum_squares=0.0,
+            )
+        lo, hi = float(flat.min()), float(flat.max())
+        if lo == hi:
+            # A constant array still needs a bucket of non-zero width to be drawn.
+            lo, hi = lo - 0.5, hi + 0.5
+        counts, edges = np.histogram(flat, bins=num_bins, range=(lo, hi))
+        return cls(
+            bucket_limits=edges,
+            bucket_counts=counts.astype(np.int64),
+            min=float(flat.min()),
+            max=float(flat.max()),
+            num=int(flat.size),
+            sum=float(flat.sum()),
+            sum_squares=float(np.square(flat).sum()),
+        )
+
+    @property
+    def mean(self) -> Any:
+        """The mean of the samples (NaN when there are none)."""
+        return self.sum / self.num if self.num else math.nan
+
+    @property
+    def std(self) -> Any:
+        """The population standard deviation of the samples (NaN when there are none)."""
+        if not self.num:
+            return math.nan
+        mean = self.sum / self.num
+        return math.sqrt(max(float(self.sum_squares / self.num - mean * mean), 0.0))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Image:
+    """An image value: wrap an array to have it logged as pictures, not a histogram.
+
+    ``pixels`` is ``HW`` (greyscale), ``HWC`` or ``NHWC`` (a batch of ``N``
+    images) with 1, 3 or 4 channels; ``uint8`` values are used as they are and
+    floating-point values are read as intensities in ``[0, 1]``. The shape is
+    checked at once; the pixels are read only when a backend writes them.
+
+    >>> import numpy as np
+    >>> Image(np.zeros((8, 8, 3), np.uint8), caption="blank").num_images
+    1
+    """
+
+    pixels: Any
+    caption: str | None = dataclasses.field(default=None, metadata={"static": True})
+
+    def __post_init__(self) -> None:
+        shape = tuple(np.shape(self.pixels))
+        if len(shape) not in (2, 3, 4):
+            raise ValueError(f"Image pixels must be HW, HWC or NHWC, got shape {shape}")
+        if len(shape) >= 3 and shape[-1] not in (1, 3, 4):
+            raise ValueError(f"Image pixels must have 1, 3 or 4 channels in the last axis, got shape {shape}")
+
+    @property
+    def num_images(self) -> int:
+        """How many images the value holds (``N`` of ``NHWC``, else 1)."""
+        shape = np.shape(self.pixels)
+        return int(shape[0]) if len(shape) == 4 else 1
+
+    def to_uint8(self) -> np.ndarray:
+        """The pixels as a host ``uint8`` array of shape ``NHWC``."""
+        pixels = np.asarray(self.pixels)
+        if pixels.ndim == 2:
+            pixels = pixels[..., None]
+        if pixels.ndim == 3:
+            pixels = pixels[None]
+        if pixels.dtype == np.uint8:
+            return pixels
+        if np.issubdtype(pixels.dtype, np.floating):
+            pixels = np.nan_to_num(pixels.astype(np.float64), nan=0.0) * 255.0
+        return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def flatten(tree: Mapping[str, Any], *, sep: str = "/") -> dict[str, Any]:
+    """Flattens nested mappings into one level, joining keys with ``sep``.
+
+    >>> flatten({"train": {"loss": 1.0, "acc": 0.5}, "lr": 0.1})
+    {'train/loss': 1.0, 'train/acc': 0.5, 'lr': 0.1}
+    """
+    if not isinstance(tree, Mapping):
+        raise TypeError(f"metrics must be a mapping of names to values, got {type(tree).__name__}")
+    out: dict[str, Any] = {}
+    _flatten_into(out, tree, "", sep)
+    return out
+
+
+def _flatten_into(out: dict[str, Any], tree: Mapping[Any, Any], prefix: str, sep: str) -> None:
+    for key, value in tree.items():
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise TypeError(f"metric names must be strings, got {key!r} ({type(key).__name__}) under {prefix!r}")
+        name = f"{prefix}{key}"
+        if name == "" or str(key) == "":
+            raise ValueError(f"empty metric name under {prefix!r}")
+        if isinstance(value, Mapping):
+            _flatten_into(out, value, name + sep, sep)
+        elif name in out:
+            raise ValueError(f"metric name {name!r} is given twice (once nested, once flat)")
+        else:
+            out[name] = value
+
+
+def to_host(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Copies every JAX array in ``flat`` to host memory in one batched transfer.
+
+    Call it where the backend writes, never on the training thread: it waits for
+    the device to produce the values.
+    """
+    if not any(_holds_jax_array(v) for v in flat.values()):
+        return dict(flat)
+    return jax.device_get(dict(flat))
+
+
+def _holds_jax_array(value: Any) -> bool:
+    if isinstance(value, jax.Array):
+        return True
+    if isinstance(value, (Histogram, Image)):
+        return any(isinstance(leaf, jax.Array) for leaf in jax.tree_util.tree_leaves(value))
+    return False
+
+
+Scalar = int | float | bool
+HostValue = Scalar | str | Histogram | Image | None
+
+
+def normalize(key: str, value: Any, *, num_bins: int = DEFAULT_NUM_BINS) -> HostValue:
+    """Turns one host value into a scalar, a string, a :class:`Histogram`, an :class:`Image` or ``None``.
+
+    Raises ``TypeError`` naming ``key`` for a value no backend can record.
+
+    >>> import numpy as np
+    >>> normalize("loss", np.float32(0.5)), normalize("note", "ok")
+    (0.5, 'ok')
+    """
+    if value is None or isinstance(value, (str, bool, Histogram, Image)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            f"metric {key!r} is a JAX tracer: inside jit, log with jaxtrack.jit_log instead of jaxtrack.log"
+        )
+    if isinstance(value, (np.ndarray, np.generic, list, tuple, jax.Array)):
+        array = np.asarray(value)
+        if array.dtype.kind in "biuf" or array.dtype.name == "bfloat16":
+            if array.ndim == 0:
+                item = array.item()
+                return item if isinstance(item, (bool, int)) else float(item)
+            return Histogram.from_array(array, num_bins=num_bins)
+        raise TypeError(
+            f"metric {key!r}: arrays of dtype {array.dtype} cannot be logged; "
+            "use a real-valued array, a number or a string"
+        )
+    raise TypeError(
+        f"metric {key!r}: cannot log a value of type {type(value).__name__}; "
+        "use a number, an array, a string, jaxtrack.Histogram or jaxtrack.Image"
+    )
