@@ -1,0 +1,325 @@
+"""The module-level functions: current tracker, logging, look-up, finish, configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import pathlib
+import subprocess
+import sys
+import warnings
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import yaml
+
+import jaxtrack as jt
+from jaxtrack import tracking
+
+
+class RecordingTracker(jt.Tracker):
+    """A user-written backend: what a user adds by subclassing Tracker."""
+
+    name = "recording"
+
+    def __init__(self, name: str = "recording") -> None:
+        self.name = name
+        self.logs: list[tuple[int | None, dict, bool | None]] = []
+        self.summaries: list[dict] = []
+        self.hparams: list[dict] = []
+        self.artifacts: list[tuple[str, str | None, str | None, bytes | None]] = []
+        self.finished = 0
+        self.flushed = 0
+
+    def log(self, metrics, *, step=None, commit=None):
+        self.logs.append((step, jt.flatten(metrics), commit))
+
+    def log_summary(self, metrics):
+        self.summaries.append(jt.flatten(metrics))
+
+    def log_hyperparameters(self, hparams):
+        self.hparams.append(jt.flatten(hparams))
+
+    def log_artifact(self, artifact_path, *, name=None, type=None):
+        path = pathlib.Path(artifact_path)
+        self.artifacts.append((str(path), name, type, path.read_bytes() if path.is_file() else None))
+
+    def flush(self):
+        self.flushed += 1
+
+    def finish(self):
+        self.finished += 1
+
+
+def test_current_tracker_set_get_and_restore():
+    outer, inner = RecordingTracker("outer"), RecordingTracker("inner")
+    jt.current_tracker(outer)
+    assert jt.current_tracker() is outer
+    with jt.current_tracker(inner) as entered:
+        assert entered is inner
+        assert jt.current_tracker() is inner
+        jt.log({"x": 1.0}, step=3)
+    assert jt.current_tracker() is outer
+    assert inner.logs == [(3, {"x": 1.0}, None)]
+    assert inner.flushed == 1  # leaving the scope writes out what the tracker buffered
+    assert outer.logs == []
+
+
+def test_current_tracker_restores_previous_on_exception():
+    outer, inner = RecordingTracker("outer"), RecordingTracker("inner")
+    jt.current_tracker(outer)
+    with pytest.raises(ValueError), jt.current_tracker(inner):
+        raise ValueError("boom")
+    assert jt.current_tracker() is outer
+
+
+def test_current_tracker_rejects_non_tracker():
+    with pytest.raises(TypeError, match="Tracker"):
+        jt.current_tracker("wandb")  # type: ignore[call-overload]
+
+
+def test_module_functions_reach_a_user_tracker(tmp_path):
+    tracker = RecordingTracker()
+    artifact = tmp_path / "weights.bin"
+    artifact.write_bytes(b"\x00\x01")
+    with jt.current_tracker(tracker):
+        jt.log({"train": {"loss": 0.5}}, step=1, commit=False)
+        jt.log_summary({"best": {"loss": 0.25}})
+        jt.log_hyperparameters({"opt": {"lr": 0.1}, "batch": 8})
+        jt.log_artifact(artifact, name="weights", type="model")
+    assert tracker.logs == [(1, {"train/loss": 0.5}, False)]
+    assert tracker.summaries == [{"best/loss": 0.25}]
+    assert tracker.hparams == [{"opt/lr": 0.1, "batch": 8}]
+    assert tracker.artifacts == [(str(artifact), "weights", "model", b"\x00\x01")]
+
+
+def test_log_artifact_missing_path_is_a_clear_error(tmp_path):
+    with jt.current_tracker(RecordingTracker()), pytest.raises(FileNotFoundError, match=r"nope\.txt"):
+        jt.log_artifact(tmp_path / "nope.txt")
+
+
+def test_jax_values_reach_the_tracker_unconverted():
+    # The backend converts where it writes; the module function must not sync.
+    tracker = RecordingTracker()
+    value = jnp.ones(())
+    with jt.current_tracker(tracker):
+        jt.log({"x": value}, step=0)
+    assert tracker.logs[0][1]["x"] is value
+
+
+def test_no_tracker_every_function_warns_once_and_drops(tmp_path):
+    artifact = tmp_path / "a.txt"
+    artifact.write_text("x")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert isinstance(jt.current_tracker(), jt.NoopTracker)
+        jt.log({"loss": 1.0}, step=0)
+        jt.log_summary({"best": 1.0})
+        jt.log_hyperparameters({"lr": 1.0})
+        jt.log_artifact(artifact)
+        jt.log_configuration({"lr": 1.0})
+        jt.finish()
+    no_tracker = [w for w in caught if issubclass(w.category, jt.NoTrackerWarning)]
+    assert len(no_tracker) == 1
+    assert "init_tracker" in str(no_tracker[0].message)
+
+
+def test_no_tracker_warning_comes_back_after_a_tracker_was_set_and_finished():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        jt.log({"a": 1.0})
+        jt.current_tracker(RecordingTracker())
+        jt.log({"a": 1.0})
+        jt.finish()
+        jt.log({"a": 1.0})
+    assert sum(issubclass(w.category, jt.NoTrackerWarning) for w in caught) == 1
+
+
+def test_get_tracker_finds_nested_and_names_the_others():
+    a, b, c = RecordingTracker("a"), RecordingTracker("b"), RecordingTracker("c")
+    jt.current_tracker(jt.CompositeTracker([a, jt.CompositeTracker([b, c])]))
+    assert jt.get_tracker("c") is c
+    assert jt.get_tracker("a") is a
+    with pytest.raises(KeyError) as info:
+        jt.get_tracker("wandb")
+    message = str(info.value)
+    assert "'wandb'" in message
+    for name in ("'a'", "'b'", "'c'", "'composite'"):
+        assert name in message
+
+
+def test_get_tracker_without_tracker_is_a_key_error():
+    with pytest.raises(KeyError, match="no tracker is set"):
+        jt.get_tracker("wandb")
+
+
+def test_finish_finishes_and_unsets():
+    tracker = RecordingTracker()
+    jt.current_tracker(tracker)
+    jt.finish()
+    assert tracker.finished == 1
+    with pytest.warns(jt.NoTrackerWarning):
+        assert isinstance(jt.current_tracker(), jt.NoopTracker)
+
+
+def test_tracker_context_manager_finishes_and_unsets():
+    with jt.init_tracker(RecordingTracker()) as tracker:
+        assert jt.current_tracker() is tracker
+    assert tracker.finished == 1
+    with pytest.warns(jt.NoTrackerWarning):
+        jt.current_tracker()
+
+
+def test_unfinished_current_tracker_is_finished_at_exit(tmp_path):
+    # A script that never calls jt.finish() still gets its data written.
+    marker = tmp_path / "finished.txt"
+    script = f"""
+import jaxtrack as jt
+
+class Marker(jt.NoopTracker):
+    def finish(self):
+        open({str(marker)!r}, "a").write("finished\\n")
+
+jt.current_tracker(Marker())
+jt.log({{"loss": 1.0}}, step=0)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    assert marker.read_text() == "finished\n"
+
+
+def test_log_rejects_tracers_with_a_pointer_to_jit_log():
+    import jax
+
+    tracker = jt.ConsoleTracker(logger="test.tracers")
+
+    @jax.jit
+    def step(x):
+        tracker.log({"x": x}, step=0)
+        return x
+
+    with pytest.raises(TypeError, match="jit_log"):
+        step(jnp.ones(()))
+
+
+@dataclasses.dataclass
+class Optimizer:
+    name: str = "adam"
+    lr: float = 1e-3
+
+
+class Mode(enum.Enum):
+    FAST = 1
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    optimizer: Optimizer = dataclasses.field(default_factory=Optimizer)
+    layers: tuple[int, ...] = (64, 32)
+    mode: Mode = Mode.FAST
+    data: pathlib.Path = pathlib.Path("data/digits")
+    seed: np.int64 = dataclasses.field(default_factory=lambda: np.int64(7))
+
+
+def _logged_config(tracker: RecordingTracker) -> tuple[dict, dict]:
+    ((path, name, type_, content),) = tracker.artifacts
+    assert (name, type_) == ("config", "config")
+    assert path.endswith("config.yaml")
+    assert content is not None
+    return tracker.hparams[-1], yaml.safe_load(content)
+
+
+def test_log_configuration_dataclass():
+    tracker = RecordingTracker()
+    with jt.current_tracker(tracker):
+        jt.log_configuration(TrainConfig())
+    hparams, document = _logged_config(tracker)
+    assert hparams == {
+        "optimizer/name": "adam",
+        "optimizer/lr": 1e-3,
+        "layers": [64, 32],
+        "mode": "FAST",
+        "data": "data/digits",
+        "seed": 7,
+    }
+    assert document == {
+        "optimizer": {"name": "adam", "lr": 1e-3},
+        "layers": [64, 32],
+        "mode": "FAST",
+        "data": "data/digits",
+        "seed": 7,
+    }
+
+
+def test_log_configuration_config_dict_and_dict():
+    config = ml_collections.ConfigDict({"model": {"width": 256}, "lr": 0.1})
+    for given in (config, ml_collections.FrozenConfigDict(config), {"model": {"width": 256}, "lr": 0.1}):
+        tracker = RecordingTracker()
+        with jt.current_tracker(tracker):
+            jt.log_configuration(given)
+        hparams, document = _logged_config(tracker)
+        assert hparams == {"model/width": 256, "lr": 0.1}
+        assert document == {"model": {"width": 256}, "lr": 0.1}
+
+
+def test_log_configuration_rejects_other_types():
+    with jt.current_tracker(RecordingTracker()), pytest.raises(TypeError, match="list"):
+        jt.log_configuration([1, 2])
+
+
+def test_init_tracker_list_makes_a_composite_with_one_run_id(tmp_path):
+    seen = []
+
+    @jt.TrackerConfig.register("test_run_id_probe")
+    @dataclasses.dataclass(frozen=True)
+    class ProbeConfig(jt.TrackerConfig):
+        label: str = ""
+
+        def init(self, run_id):
+            seen.append(run_id)
+            return RecordingTracker(self.label)
+
+    tracker = jt.init_tracker(
+        [{"type": "test_run_id_probe", "label": "x"}, {"type": "test_run_id_probe", "label": "y"}]
+    )
+    assert isinstance(tracker, jt.CompositeTracker)
+    assert [t.name for t in tracker.trackers] == ["x", "y"]
+    assert len(set(seen)) == 1 and seen[0]
+    assert jt.current_tracker() is tracker
+    jt.init_tracker({"type": "test_run_id_probe"}, run_id="given-id")
+    assert seen[-1] == "given-id"
+
+
+def test_init_tracker_cleans_up_when_a_later_backend_fails():
+    built = []
+
+    @jt.TrackerConfig.register("test_fails_second")
+    @dataclasses.dataclass(frozen=True)
+    class FailingConfig(jt.TrackerConfig):
+        fail: bool = False
+
+        def init(self, run_id):
+            if self.fail:
+                raise RuntimeError("backend down")
+            built.append(RecordingTracker())
+            return built[-1]
+
+    with pytest.raises(RuntimeError, match="backend down"):
+        jt.init_tracker([{"type": "test_fails_second"}, {"type": "test_fails_second", "fail": True}])
+    assert built[0].finished == 1
+
+
+@pytest.mark.parametrize("bad", ["../up", "a/b", "has space", ".hidden", ""])
+def test_init_tracker_rejects_unsafe_run_ids(bad):
+    with pytest.raises(ValueError, match="run_id"):
+        jt.init_tracker({"type": "noop"}, run_id=bad)
+
+
+def test_new_run_ids_are_unique_and_safe():
+    ids = {tracking.new_run_id() for _ in range(50)}
+    assert len(ids) == 50
+    for run_id in ids:
+        assert tracking.validate_run_id(run_id) == run_id
+        assert os.sep not in run_id
