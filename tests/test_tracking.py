@@ -8,6 +8,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 import warnings
 
 import jax.numpy as jnp
@@ -101,13 +102,60 @@ def test_log_artifact_missing_path_is_a_clear_error(tmp_path):
         jt.log_artifact(tmp_path / "nope.txt")
 
 
-def test_jax_values_reach_the_tracker_unconverted():
-    # The backend converts where it writes; the module function must not sync.
-    tracker = RecordingTracker()
-    value = jnp.ones(())
+def test_calls_reach_the_tracker_on_the_reporter_thread_with_host_values():
+    # The training thread only queues; the reporter copies arrays to the host and calls the backend.
+    threads = []
+
+    class ThreadRecorder(RecordingTracker):
+        def log(self, metrics, *, step=None, commit=None):
+            threads.append(threading.current_thread().name)
+            super().log(metrics, step=step, commit=commit)
+
+    tracker = ThreadRecorder()
     with jt.current_tracker(tracker):
-        jt.log({"x": value}, step=0)
-    assert tracker.logs[0][1]["x"] is value
+        jt.log({"x": jnp.arange(3.0), "y": {"z": jnp.ones(())}}, step=0)
+    assert threads == ["jaxtrack-reporter"]
+    logged = tracker.logs[0][1]
+    assert isinstance(logged["x"], np.ndarray) and logged["x"].tolist() == [0.0, 1.0, 2.0]
+    assert isinstance(logged["y/z"], np.ndarray)
+
+
+def test_calls_arrive_in_order_with_their_steps():
+    tracker = RecordingTracker()
+    with jt.current_tracker(tracker):
+        for step in range(200):
+            jt.log({"i": jnp.asarray(step) if step % 2 else step}, step=step)
+        jt.log_summary({"done": 1})
+    assert [step for step, _, _ in tracker.logs] == list(range(200))
+    assert [int(m["i"]) for _, m, _ in tracker.logs] == list(range(200))
+    assert tracker.summaries == [{"done": 1}]
+
+
+def test_bad_values_and_steps_fail_on_the_calling_thread():
+    with jt.current_tracker(RecordingTracker()):
+        with pytest.raises(TypeError, match="'a/b'"):
+            jt.log({"a": {"b": object()}}, step=0)
+        with pytest.raises(TypeError, match="step"):
+            jt.log({"a": 1.0}, step=1.5)
+        with pytest.raises(ValueError, match="step"):
+            jt.log({"a": 1.0}, step=-3)
+        with pytest.raises(TypeError, match="mapping"):
+            jt.log_hyperparameters([("lr", 1)])
+
+
+def test_a_failing_backend_is_reported_and_counted_not_raised(caplog):
+    class Failing(RecordingTracker):
+        def log(self, metrics, *, step=None, commit=None):
+            raise OSError("backend down")
+
+    failing = Failing("failing")
+    with pytest.warns(RuntimeWarning, match=r"failing\.log x3"):
+        jt.current_tracker(failing)
+        for step in range(3):
+            jt.log({"loss": 1.0}, step=step)  # does not raise on the training thread
+        jt.finish()
+    errors = [r for r in caplog.records if "failing" in r.getMessage() and r.levelname == "ERROR"]
+    assert len(errors) == 1  # reported once, then counted
 
 
 def test_no_tracker_every_function_warns_once_and_drops(tmp_path):

@@ -1,5 +1,13 @@
 """The module-level logging functions, and the current tracker they send to.
 
+The functions return at once: each call is queued, in order, on the
+background reporter (:mod:`jaxtrack.reporter`), which copies JAX arrays to the
+host and calls the tracker off the training thread. Values are checked for
+type on the calling thread, so a value no backend can record is a
+``TypeError`` right away. ``flush()``, ``finish()``, leaving a
+``current_tracker`` scope and ``log_artifact`` wait until the calls before
+them have reached the backends.
+
 With no tracker set, every function here (``current_tracker()``, ``log``,
 ``log_summary``, ``log_hyperparameters``, ``log_artifact``,
 ``log_configuration``, ``finish``) warns once with :class:`NoTrackerWarning`
@@ -24,12 +32,15 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, overload
 
+import jax
 import numpy as np
 import yaml
 
+from jaxtrack import reporter
 from jaxtrack._paths import safe_file_name
-from jaxtrack.trackers.base import NoopTracker, Tracker, walk
+from jaxtrack.trackers.base import NoopTracker, Tracker, check_step, walk
 from jaxtrack.trackers.config import TrackerConfig
+from jaxtrack.values import check_values, flatten
 
 
 class NoTrackerWarning(UserWarning):
@@ -60,7 +71,7 @@ class _CurrentTrackerScope:
     ) -> None:
         global _current
         try:
-            self.tracker.flush()
+            reporter.call_soon(self.tracker, "flush", wait=True)
         finally:
             with _lock:
                 if _current is self.tracker:
@@ -125,7 +136,10 @@ def log(metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | N
     >>> with jt.current_tracker(jt.NoopTracker()):
     ...     jt.log({"train": {"loss": 0.25}}, step=10)
     """
-    _get().log(metrics, step=step, commit=commit)
+    check_values(metrics)
+    if step is not None and not isinstance(step, jax.Array):
+        check_step(step)
+    reporter.call_soon(_get(), "log", metrics, step=step, commit=commit)
 
 
 def log_summary(metrics: Mapping[str, Any]) -> None:
@@ -135,7 +149,8 @@ def log_summary(metrics: Mapping[str, Any]) -> None:
     >>> with jt.current_tracker(jt.NoopTracker()):
     ...     jt.log_summary({"best_loss": 0.0})
     """
-    _get().log_summary(metrics)
+    check_values(metrics)
+    reporter.call_soon(_get(), "log_summary", metrics)
 
 
 def log_hyperparameters(hparams: Mapping[str, Any]) -> None:
@@ -145,7 +160,8 @@ def log_hyperparameters(hparams: Mapping[str, Any]) -> None:
     >>> with jt.current_tracker(jt.NoopTracker()):
     ...     jt.log_hyperparameters({"optimizer": {"lr": 1e-3}, "batch_size": 32})
     """
-    _get().log_hyperparameters(hparams)
+    flatten(hparams)  # a malformed mapping is an error here, not on the reporter
+    reporter.call_soon(_get(), "log_hyperparameters", hparams)
 
 
 def log_artifact(artifact_path: str | os.PathLike[str], *, name: str | None = None, type: str | None = None) -> None:
@@ -159,7 +175,8 @@ def log_artifact(artifact_path: str | os.PathLike[str], *, name: str | None = No
     """
     if not os.path.exists(artifact_path):
         raise FileNotFoundError(f"artifact path does not exist: {os.fspath(artifact_path)!r}")
-    _get().log_artifact(artifact_path, name=name, type=type)
+    # Waits, so the file may be changed or deleted once this returns.
+    reporter.call_soon(_get(), "log_artifact", artifact_path, name=name, type=type, wait=True)
 
 
 def log_configuration(config: Any, *, name: str = "config") -> None:
@@ -177,12 +194,12 @@ def log_configuration(config: Any, *, name: str = "config") -> None:
     """
     tracker = _get()
     plain = _plain(_config_to_dict(config))
-    tracker.log_hyperparameters(plain)
+    reporter.call_soon(tracker, "log_hyperparameters", plain)
     directory = tempfile.mkdtemp(prefix="jaxtrack-config-")
     path = os.path.join(directory, f"{safe_file_name(name)}.yaml")
     with open(path, "w", encoding="utf-8") as file:
         yaml.safe_dump(plain, file, sort_keys=False, allow_unicode=True)
-    tracker.log_artifact(path, name=name, type="config")
+    reporter.call_soon(tracker, "log_artifact", path, name=name, type="config", wait=True)
 
 
 def get_tracker(name: str) -> Tracker:
@@ -223,7 +240,37 @@ def finish() -> None:
 
 def _finish(tracker: Tracker) -> None:
     _unfinished.discard(tracker)
-    tracker.finish()
+    reporter.call_soon(tracker, "finish", wait=True)
+    lost = {key: count for key, count in reporter.default_reporter().errors.counts.items() if key[0] in _names(tracker)}
+    if lost:
+        warnings.warn(
+            "jaxtrack: some calls failed in a backend and their data did not reach it: "
+            + ", ".join(f"{name}.{method} x{count}" for (name, method), count in lost.items()),
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _names(tracker: Tracker) -> set[str]:
+    return {t.name for t in walk(tracker)}
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Waits until every call made so far has reached the backends, and has them write it out.
+
+    Returns ``False`` if ``timeout`` (seconds) ran out first.
+
+    >>> import jaxtrack as jt
+    >>> with jt.current_tracker(jt.NoopTracker()):
+    ...     jt.log({"loss": 1.0}, step=0)
+    ...     jt.flush()
+    True
+    """
+    with _lock:
+        tracker = _current
+    if tracker is not None:
+        reporter.call_soon(tracker, "flush")
+    return reporter.default_reporter().flush(timeout)
 
 
 def release(tracker: Tracker) -> None:
@@ -329,8 +376,20 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
+EXIT_FLUSH_TIMEOUT_SECS = 120.0
+"""How long the process waits at exit for backends to take what was logged."""
+
+
 @atexit.register
 def _finish_at_exit() -> None:
+    if not reporter.default_reporter().flush(EXIT_FLUSH_TIMEOUT_SECS):
+        warnings.warn(
+            f"jaxtrack: backends did not take everything logged within {EXIT_FLUSH_TIMEOUT_SECS:.0f} s of exit; "
+            f"{reporter.default_reporter().pending} call(s) are lost",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+        return
     for tracker in list(_unfinished):
         try:
             _finish(tracker)
@@ -342,6 +401,7 @@ __all__ = [
     "NoTrackerWarning",
     "current_tracker",
     "finish",
+    "flush",
     "get_tracker",
     "init_tracker",
     "log",

@@ -198,6 +198,44 @@ Scalar = int | float | bool
 HostValue = Scalar | str | Histogram | Image | None
 
 
+def check_value(key: str, value: Any) -> None:
+    """Raises ``TypeError`` naming ``key`` if no backend can record ``value``.
+
+    Looks only at types and dtypes, never at the data, so it is safe on the
+    training thread.
+
+    >>> check_value("loss", object())
+    Traceback (most recent call last):
+    ...
+    TypeError: metric 'loss': cannot log a value of type object; use a number, an array, a string, jaxtrack.Histogram or jaxtrack.Image
+    """
+    if value is None or isinstance(value, (str, bool, numbers.Real, Histogram, Image)):
+        return
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            f"metric {key!r} is a JAX tracer: inside jit, log with jaxtrack.jit_log instead of jaxtrack.log"
+        )
+    if isinstance(value, (list, tuple)):
+        value = np.asarray(value)
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        if value.dtype.kind in "biuf" or value.dtype.name == "bfloat16":
+            return
+        raise TypeError(
+            f"metric {key!r}: arrays of dtype {value.dtype} cannot be logged; "
+            "use a real-valued array, a number or a string"
+        )
+    raise TypeError(
+        f"metric {key!r}: cannot log a value of type {type(value).__name__}; "
+        "use a number, an array, a string, jaxtrack.Histogram or jaxtrack.Image"
+    )
+
+
+def check_values(metrics: Mapping[str, Any]) -> None:
+    """:func:`check_value` on every value of a (nested) metrics mapping."""
+    for key, value in flatten(metrics).items():
+        check_value(key, value)
+
+
 def normalize(key: str, value: Any, *, num_bins: int = DEFAULT_NUM_BINS) -> HostValue:
     """Turns one host value into a scalar, a string, a :class:`Histogram`, an :class:`Image` or ``None``.
 
@@ -207,28 +245,15 @@ def normalize(key: str, value: Any, *, num_bins: int = DEFAULT_NUM_BINS) -> Host
     >>> normalize("loss", np.float32(0.5)), normalize("note", "ok")
     (0.5, 'ok')
     """
+    check_value(key, value)
     if value is None or isinstance(value, (str, bool, Histogram, Image)):
         return value
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
         return float(value)
-    if isinstance(value, jax.core.Tracer):
-        raise TypeError(
-            f"metric {key!r} is a JAX tracer: inside jit, log with jaxtrack.jit_log instead of jaxtrack.log"
-        )
-    if isinstance(value, (np.ndarray, np.generic, list, tuple, jax.Array)):
-        array = np.asarray(value)
-        if array.dtype.kind in "biuf" or array.dtype.name == "bfloat16":
-            if array.ndim == 0:
-                item = array.item()
-                return item if isinstance(item, (bool, int)) else float(item)
-            return Histogram.from_array(array, num_bins=num_bins)
-        raise TypeError(
-            f"metric {key!r}: arrays of dtype {array.dtype} cannot be logged; "
-            "use a real-valued array, a number or a string"
-        )
-    raise TypeError(
-        f"metric {key!r}: cannot log a value of type {type(value).__name__}; "
-        "use a number, an array, a string, jaxtrack.Histogram or jaxtrack.Image"
-    )
+    array = np.asarray(value)
+    if array.ndim == 0:
+        item = array.item()
+        return item if isinstance(item, (bool, int)) else float(item)
+    return Histogram.from_array(array, num_bins=num_bins)

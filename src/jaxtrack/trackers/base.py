@@ -101,13 +101,14 @@ class StepCounter:
             else:
                 resolved = self.last_step if self._open else self.last_step + 1
         else:
-            resolved = _as_step(step)
+            resolved = check_step(step)
         self.last_step = resolved
         self._open = commit is False
         return resolved
 
 
-def _as_step(step: Any) -> int:
+def check_step(step: Any) -> int:
+    """``step`` as an ``int``, or a ``TypeError``/``ValueError`` saying why it is not a step."""
     if isinstance(step, bool):
         raise TypeError(f"step must be an integer, got {step!r}")
     try:

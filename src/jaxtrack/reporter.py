@@ -1,0 +1,209 @@
+"""The background worker that hands reports to trackers, off the training thread.
+
+Every module-level call (``jaxtrack.log``, ``log_summary``, the reports of
+in-graph metrics, ...) becomes a task in one first-in-first-out queue, so a
+backend receives calls in the order they were made, with their steps. The
+worker copies the JAX arrays of everything that has piled up to the host in
+one batched transfer (it is the thread that waits for the device), then calls
+the trackers. A slow backend therefore never holds up training; a backend that
+raises is reported once by name, counted, and the others go on.
+
+The queue is bounded (``max_pending`` tasks): when it is full the caller
+waits for room rather than drop data.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from typing import Any
+
+import jax
+
+from jaxtrack.trackers.base import Tracker
+
+logger = logging.getLogger("jaxtrack")
+
+DEFAULT_MAX_PENDING = 1024
+
+
+@dataclasses.dataclass
+class _Task:
+    tracker: Tracker
+    method: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    done: threading.Event | None = None
+
+
+@dataclasses.dataclass
+class DeliveryErrors:
+    """Calls a backend raised on, by tracker name and method: ``{("wandb", "log"): 3}``."""
+
+    counts: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    last: dict[tuple[str, str], BaseException] = dataclasses.field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
+
+    def __str__(self) -> str:
+        return "; ".join(
+            f"{name}.{method} failed {count} time(s), last: {type(self.last[name, method]).__name__}: {self.last[name, method]}"
+            for (name, method), count in self.counts.items()
+        )
+
+
+class Reporter:
+    """A worker thread that calls trackers in submission order.
+
+    >>> from jaxtrack.trackers import NoopTracker
+    >>> reporter = Reporter()
+    >>> reporter.submit(NoopTracker(), "log", {"loss": 1.0}, step=0)
+    >>> reporter.flush()
+    True
+    >>> reporter.close()
+    True
+    """
+
+    def __init__(self, *, max_pending: int = DEFAULT_MAX_PENDING) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, got {max_pending}")
+        self.max_pending = max_pending
+        self.errors = DeliveryErrors()
+        self._queue: collections.deque[_Task] = collections.deque()
+        self._cond = threading.Condition()
+        self._busy = False  # the worker holds tasks it took from the queue
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def submit(
+        self, tracker: Tracker, method: str, *args: Any, wait: bool = False, may_block: bool = True, **kwargs: Any
+    ) -> None:
+        """Queues ``tracker.method(*args, **kwargs)``; with ``wait=True``, returns once it ran.
+
+        ``may_block=False`` queues even past ``max_pending``: for callers that
+        the device waits on (host callbacks), where waiting could deadlock.
+        """
+        if threading.current_thread() is self._thread:
+            # A tracker logging from inside a tracker call: queueing would wait on ourselves.
+            getattr(tracker, method)(*args, **kwargs)
+            return
+        task = _Task(tracker, method, args, kwargs, threading.Event() if wait else None)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the jaxtrack reporter is closed (the process is exiting)")
+            while may_block and len(self._queue) >= self.max_pending:
+                self._cond.wait()
+            self._queue.append(task)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="jaxtrack-reporter", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        if task.done is not None:
+            task.done.wait()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until every task submitted so far has run; ``False`` if ``timeout`` ran out first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._busy:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Tasks submitted and not yet run."""
+        with self._cond:
+            return len(self._queue) + (1 if self._busy else 0)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Runs what is queued, then stops the worker; ``False`` if ``timeout`` ran out first."""
+        flushed = self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        return flushed
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+                self._busy = True
+                self._cond.notify_all()  # room for callers waiting on a full queue
+            try:
+                self._deliver(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _deliver(self, batch: list[_Task]) -> None:
+        host_args = _fetch([task.args for task in batch])
+        for task, args in zip(batch, host_args, strict=True):
+            try:
+                getattr(task.tracker, task.method)(*args, **task.kwargs)
+            except Exception as error:  # noqa: BLE001 - one backend's failure must not stop the others
+                self._record(task, error)
+            finally:
+                if task.done is not None:
+                    task.done.set()
+
+    def _record(self, task: _Task, error: BaseException) -> None:
+        key = (task.tracker.name, task.method)
+        first = key not in self.errors.counts
+        self.errors.counts[key] = self.errors.counts.get(key, 0) + 1
+        self.errors.last[key] = error
+        if first:
+            logger.error(
+                "jaxtrack: tracker %r failed in %s; training goes on, further failures are counted",
+                task.tracker.name,
+                task.method,
+                exc_info=error,
+            )
+
+
+def _fetch(all_args: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Every JAX array among the arguments, copied to the host in one call."""
+    if not any(isinstance(leaf, jax.Array) for leaf in jax.tree_util.tree_leaves(all_args)):
+        return all_args
+    try:
+        return jax.device_get(all_args)
+    except Exception:  # noqa: BLE001 - a bad value in one report must not lose the others
+        fetched = []
+        for args in all_args:
+            try:
+                fetched.append(jax.device_get(args))
+            except Exception:  # noqa: BLE001 - the tracker call reports it, by name
+                fetched.append(args)
+        return fetched
+
+
+_default: Reporter | None = None
+_default_lock = threading.Lock()
+
+
+def default_reporter() -> Reporter:
+    """The process's reporter, started on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Reporter()
+        return _default
+
+
+def call_soon(
+    tracker: Tracker, method: str, *args: Any, wait: bool = False, may_block: bool = True, **kwargs: Any
+) -> None:
+    """Queues one tracker call on the process's reporter (see :meth:`Reporter.submit`)."""
+    default_reporter().submit(tracker, method, *args, wait=wait, may_block=may_block, **kwargs)
