@@ -6,6 +6,15 @@
 """
 
 from jaxtrack._optional import MissingExtraError
+from jaxtrack.ingraph import (
+    NestedTransformError,
+    TrackedFunction,
+    capture,
+    fori_loop,
+    jit,
+    jit_log,
+    scan,
+)
 from jaxtrack.trackers import (
     CompositeTracker,
     ConsoleConfig,
@@ -39,6 +48,13 @@ from jaxtrack.values import Histogram, Image, flatten
 __version__ = "0.1.0"
 
 __all__ = [
+    "scan",
+    "jit_log",
+    "jit",
+    "fori_loop",
+    "capture",
+    "TrackedFunction",
+    "NestedTransformError",
     "CompositeTracker",
     "ConsoleConfig",
     "ConsoleTracker",

@@ -9,7 +9,10 @@ the trackers. A slow backend therefore never holds up training; a backend that
 raises is reported once by name, counted, and the others go on.
 
 The queue is bounded (``max_pending`` tasks): when it is full the caller
-waits for room rather than drop data.
+waits for room rather than drop data. After each delivery the worker lingers
+(``linger_secs``) so that reports made every step are fetched and written in
+batches instead of waking it, and taking the interpreter lock, every step;
+``flush`` and waiting calls cut the linger short.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -28,6 +32,7 @@ from jaxtrack.trackers.base import Tracker
 logger = logging.getLogger("jaxtrack")
 
 DEFAULT_MAX_PENDING = 1024
+DEFAULT_LINGER_SECS = 0.05
 
 
 @dataclasses.dataclass
@@ -37,6 +42,7 @@ class _Task:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     done: threading.Event | None = None
+    prepare: Callable[..., tuple[Any, ...]] | None = None
 
 
 @dataclasses.dataclass
@@ -68,10 +74,12 @@ class Reporter:
     True
     """
 
-    def __init__(self, *, max_pending: int = DEFAULT_MAX_PENDING) -> None:
+    def __init__(self, *, max_pending: int = DEFAULT_MAX_PENDING, linger_secs: float = DEFAULT_LINGER_SECS) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be at least 1, got {max_pending}")
         self.max_pending = max_pending
+        self.linger_secs = linger_secs
+        self._urgent = False  # someone waits: deliver without lingering
         self.errors = DeliveryErrors()
         self._queue: collections.deque[_Task] = collections.deque()
         self._cond = threading.Condition()
@@ -80,24 +88,35 @@ class Reporter:
         self._thread: threading.Thread | None = None
 
     def submit(
-        self, tracker: Tracker, method: str, *args: Any, wait: bool = False, may_block: bool = True, **kwargs: Any
+        self,
+        tracker: Tracker,
+        method: str,
+        *args: Any,
+        wait: bool = False,
+        may_block: bool = True,
+        prepare: Callable[..., tuple[Any, ...]] | None = None,
+        **kwargs: Any,
     ) -> None:
         """Queues ``tracker.method(*args, **kwargs)``; with ``wait=True``, returns once it ran.
 
-        ``may_block=False`` queues even past ``max_pending``: for callers that
-        the device waits on (host callbacks), where waiting could deadlock.
+        ``prepare``, if given, turns the arguments (once copied to the host)
+        into the ones the tracker gets. ``may_block=False`` queues even past
+        ``max_pending``: for callers that the device waits on (host
+        callbacks), where waiting could deadlock.
         """
         if threading.current_thread() is self._thread:
             # A tracker logging from inside a tracker call: queueing would wait on ourselves.
+            args = prepare(*_fetch([args])[0]) if prepare is not None else args
             getattr(tracker, method)(*args, **kwargs)
             return
-        task = _Task(tracker, method, args, kwargs, threading.Event() if wait else None)
+        task = _Task(tracker, method, args, kwargs, threading.Event() if wait else None, prepare)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the jaxtrack reporter is closed (the process is exiting)")
             while may_block and len(self._queue) >= self.max_pending:
                 self._cond.wait()
             self._queue.append(task)
+            self._urgent = self._urgent or wait
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="jaxtrack-reporter", daemon=True)
                 self._thread.start()
@@ -109,6 +128,8 @@ class Reporter:
         """Waits until every task submitted so far has run; ``False`` if ``timeout`` ran out first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
+            self._urgent = True
+            self._cond.notify_all()
             while self._queue or self._busy:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -128,6 +149,8 @@ class Reporter:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
         return flushed
 
     def _run(self) -> None:
@@ -137,6 +160,9 @@ class Reporter:
                     self._cond.wait()
                 if not self._queue:
                     return
+                if self.linger_secs > 0:
+                    self._cond.wait_for(self._should_deliver, timeout=self.linger_secs)
+                self._urgent = False
                 batch = list(self._queue)
                 self._queue.clear()
                 self._busy = True
@@ -148,10 +174,15 @@ class Reporter:
                     self._busy = False
                     self._cond.notify_all()
 
+    def _should_deliver(self) -> bool:
+        return self._urgent or self._closed or len(self._queue) >= self.max_pending // 2
+
     def _deliver(self, batch: list[_Task]) -> None:
         host_args = _fetch([task.args for task in batch])
         for task, args in zip(batch, host_args, strict=True):
             try:
+                if task.prepare is not None:
+                    args = task.prepare(*args)
                 getattr(task.tracker, task.method)(*args, **task.kwargs)
             except Exception as error:  # noqa: BLE001 - one backend's failure must not stop the others
                 self._record(task, error)

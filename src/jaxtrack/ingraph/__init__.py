@@ -1,0 +1,37 @@
+"""In-graph metrics: ``jit_log`` inside jitted steps, reduced on the device, read only when reported."""
+
+from jaxtrack.ingraph.capture import Captured, NestedTransformError, capture, jit_log
+from jaxtrack.ingraph.loops import fori_loop, scan
+from jaxtrack.ingraph.reductions import (
+    HistogramReduction,
+    Last,
+    Max,
+    Mean,
+    Min,
+    Reduction,
+    Stats,
+    Sum,
+    get_reduction,
+)
+from jaxtrack.ingraph.tracked import MetricSpec, TrackedFunction, jit
+
+__all__ = [
+    "Captured",
+    "HistogramReduction",
+    "Last",
+    "Max",
+    "Mean",
+    "MetricSpec",
+    "Min",
+    "NestedTransformError",
+    "Reduction",
+    "Stats",
+    "Sum",
+    "TrackedFunction",
+    "capture",
+    "fori_loop",
+    "get_reduction",
+    "jit",
+    "jit_log",
+    "scan",
+]

@@ -1,0 +1,364 @@
+"""``jaxtrack.jit``: ``jax.jit`` plus an accumulator of the step's ``jit_log`` metrics.
+
+The accumulator is one more argument of the compiled function, donated, and
+one more output: it stays on the device from step to step and is never read
+on the training thread. ``take_metrics`` swaps it for a fresh one with one
+small asynchronous dispatch and returns the interval's values as device
+arrays; ``report`` hands them to the background reporter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtrack import reporter, tracking
+from jaxtrack.ingraph.capture import is_tracing, open_frame
+from jaxtrack.ingraph.reductions import Reduction, State
+from jaxtrack.trackers.base import Tracker
+from jaxtrack.values import flatten
+
+_UNSET: Any = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSpec:
+    """A metric in the accumulator: its name, reduction, and the shape and dtype of its values."""
+
+    name: str
+    reduction: Reduction
+    shape: tuple[int, ...]
+    dtype: Any
+
+    def initial(self) -> State:
+        return self.reduction.init(self.shape, self.dtype)
+
+
+class Layout:
+    """Where each metric's state lives in the accumulator.
+
+    Scalar state leaves of one dtype share one vector, so a step with dozens
+    of metrics still passes only a few arrays in and out: dispatch cost grows
+    with the number of arrays, not with the number of metrics.
+    """
+
+    def __init__(self, specs: Sequence[MetricSpec]) -> None:
+        self.specs = tuple(specs)
+        self.index = {spec.name: spec for spec in self.specs}
+        self._treedefs = []
+        # Per spec, per state leaf: ("vec", dtype group, position) or ("own", index, 0).
+        self._slots: list[list[tuple[str, int, int]]] = []
+        self._vector_dtypes: list[Any] = []
+        self._vector_sizes: list[int] = []
+        self._own_count = 0
+        for spec in self.specs:
+            leaves, treedef = jax.tree_util.tree_flatten(jax.eval_shape(spec.initial))
+            self._treedefs.append(treedef)
+            slots: list[tuple[str, int, int]] = []
+            for leaf in leaves:
+                if leaf.shape == ():
+                    dtype = jnp.dtype(leaf.dtype)
+                    if dtype not in self._vector_dtypes:
+                        self._vector_dtypes.append(dtype)
+                        self._vector_sizes.append(0)
+                    group = self._vector_dtypes.index(dtype)
+                    slots.append(("vec", group, self._vector_sizes[group]))
+                    self._vector_sizes[group] += 1
+                else:
+                    slots.append(("own", self._own_count, 0))
+                    self._own_count += 1
+            self._slots.append(slots)
+
+    def pack(self, states: dict[str, State]) -> tuple[Any, ...]:
+        vectors: list[list[Any]] = [[None] * size for size in self._vector_sizes]
+        own: list[Any] = [None] * self._own_count
+        for spec, slots in zip(self.specs, self._slots, strict=True):
+            for leaf, (kind, group, position) in zip(jax.tree_util.tree_leaves(states[spec.name]), slots, strict=True):
+                if kind == "vec":
+                    vectors[group][position] = jnp.asarray(leaf, self._vector_dtypes[group])
+                else:
+                    own[group] = leaf
+        return (*(jnp.stack(v) for v in vectors), *own)
+
+    def unpack(self, packed: tuple[Any, ...]) -> dict[str, State]:
+        vectors, own = packed[: len(self._vector_sizes)], packed[len(self._vector_sizes) :]
+        states = {}
+        for spec, slots, treedef in zip(self.specs, self._slots, self._treedefs, strict=True):
+            leaves = [vectors[group][position] if kind == "vec" else own[group] for kind, group, position in slots]
+            states[spec.name] = jax.tree_util.tree_unflatten(treedef, leaves)
+        return states
+
+    def initial(self) -> tuple[Any, ...]:
+        return self.pack({spec.name: spec.initial() for spec in self.specs})
+
+    @functools.cached_property
+    def initial_on_host(self) -> tuple[np.ndarray, ...]:
+        """The initial accumulator as read-only NumPy arrays.
+
+        Passed to the step as they are, they start an interval without a
+        launch of their own, and being uncommitted they land wherever the
+        step runs (replicated over a sharded step's devices).
+        """
+        arrays = tuple(np.asarray(a) for a in jax.device_get(jax.jit(self.initial)()))
+        for array in arrays:
+            array.setflags(write=False)
+        return arrays
+
+    def results_on_host(self, packed: tuple[np.ndarray, ...], prefix: str = "") -> dict[str, Any]:
+        """The reduced values from a fetched accumulator, computed with NumPy."""
+        states = self.unpack(packed)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            results = {f"{prefix}{spec.name}": spec.reduction.result(states[spec.name], xp=np) for spec in self.specs}
+        return flatten(results)
+
+
+class _NewMetrics(Exception):
+    """Raised while tracing: the step logs metrics the accumulator has no room for yet."""
+
+    def __init__(self, specs: list[MetricSpec]) -> None:
+        super().__init__(", ".join(spec.name for spec in specs))
+        self.specs = specs
+
+
+class TrackedFunction:
+    """A function compiled with ``jax.jit`` whose ``jit_log`` metrics accumulate on the device.
+
+    Made by :func:`jaxtrack.jit`. Calling it is calling the jitted function:
+    same arguments, same outputs. See :meth:`take_metrics` and :meth:`report`.
+    """
+
+    def __init__(self, fun: Callable[..., Any], jit_kwargs: dict[str, Any]) -> None:
+        if not callable(fun):
+            raise TypeError(f"jaxtrack.jit takes a function, got {fun!r}")
+        functools.update_wrapper(self, fun)
+        self.fun = fun
+        self._jit_kwargs = dict(jit_kwargs)
+        self._lock = threading.RLock()
+        self._layout = Layout(())
+        self._acc: tuple[Any, ...] = ()
+        self._calls = 0
+        self._inner = self._make_inner()
+        self._per_arity = "in_shardings" in jit_kwargs and not isinstance(jit_kwargs["in_shardings"], (tuple, list))
+        self._jitted: dict[int | None, Any] = {}
+        if not self._per_arity:
+            self._jitted[None] = jax.jit(self._inner, **_inner_jit_kwargs(self._jit_kwargs, None))
+        self._finalize = jax.jit(self._finalize_impl, static_argnums=0)
+        self._grow_acc = jax.jit(self._grow_impl, static_argnums=(0, 1))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if is_tracing():
+            # Called from inside another traced function: inline it, so its
+            # jit_log calls reach the enclosing step (or fall back there).
+            return self.fun(*args, **kwargs)
+        jitted = self._jitted_for(len(args))
+        with self._lock:
+            while True:
+                try:
+                    out, self._acc = jitted(self._acc, *args, **kwargs)
+                except _NewMetrics as new:
+                    self._grow(new.specs)
+                    continue
+                self._calls += 1
+                return out
+
+    def take_metrics(self) -> dict[str, jax.Array]:
+        """The metrics reduced since the last take, as device arrays; starts a new interval.
+
+        Returns at once: the reduction is dispatched to the device like a step
+        and the arrays are ready when the device gets there. Keys are the
+        ``jit_log`` names flattened with ``/`` (``stats`` adds ``/mean``,
+        ``/std``, ``/min``, ``/max``). Empty if the function was not called
+        since the last take. A metric that was not logged in the interval (a
+        step variant that skips it) reports its reduction's empty value (NaN
+        for ``mean``).
+        """
+        taken = self._swap()
+        if taken is None:
+            return {}
+        layout, acc = taken
+        results = self._finalize(layout, acc)
+        # A tuple keeps the order the metrics were logged in (jit sorts dict keys).
+        return flatten(dict(zip((spec.name for spec in layout.specs), results, strict=True)))
+
+    def report(self, step: int, *, tracker: Tracker | None = None, prefix: str = "") -> bool:
+        """Takes the interval's metrics and queues them for ``tracker`` (default: the current one) at ``step``.
+
+        Never waits for the device and launches nothing: the background
+        reporter fetches the values and calls the tracker. Returns whether
+        there was anything to report.
+
+        >>> import jax.numpy as jnp, jaxtrack as jt
+        >>> @jt.jit
+        ... def step(x):
+        ...     jt.jit_log({"x": x})
+        ...     return x + 1
+        >>> with jt.current_tracker(jt.ConsoleTracker(logger="doc.report")):
+        ...     x = step(step(jnp.float32(0)))
+        ...     step.report(2)
+        True
+        """
+        taken = self._swap()
+        if taken is None:
+            return False
+        layout, acc = taken
+        # The accumulator itself goes to the reporter, which fetches it and
+        # finishes the reductions with NumPy: no launch on this thread.
+        reporter.call_soon(
+            tracker or tracking.current_tracker(),
+            "log",
+            acc,
+            step=step,
+            prepare=lambda host_acc: (layout.results_on_host(host_acc, prefix),),
+        )
+        return True
+
+    def _swap(self) -> tuple[Layout, tuple[Any, ...]] | None:
+        """The interval's layout and accumulator, replaced by a fresh one; ``None`` if nothing was logged."""
+        with self._lock:
+            calls, self._calls = self._calls, 0
+            if not calls or not self._layout.specs:
+                return None
+            taken = self._layout, self._acc
+            self._acc = self._layout.initial_on_host
+            return taken
+
+    @property
+    def steps_since_take(self) -> int:
+        """Calls since the last :meth:`take_metrics` (counted on the host, no sync)."""
+        return self._calls
+
+    @property
+    def metric_specs(self) -> tuple[MetricSpec, ...]:
+        """The metrics the accumulator holds so far (known after the first call)."""
+        return self._layout.specs
+
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
+        """``jax.jit(...).lower`` of the compiled step, accumulator included (its first argument)."""
+        return self._jitted_for(len(args)).lower(self._acc, *args, **kwargs)
+
+    def _jitted_for(self, arity: int) -> Any:
+        if not self._per_arity:
+            return self._jitted[None]
+        jitted = self._jitted.get(arity)
+        if jitted is None:
+            jitted = self._jitted[arity] = jax.jit(self._inner, **_inner_jit_kwargs(self._jit_kwargs, arity))
+        return jitted
+
+    def _make_inner(self) -> Callable[..., Any]:
+        fun = self.fun
+
+        def inner(acc: tuple[Any, ...], *args: Any, **kwargs: Any) -> tuple[Any, tuple[Any, ...]]:
+            layout = self._layout
+            with open_frame() as frame:
+                out = fun(*args, **kwargs)
+            new = []
+            for name, entry in frame.entries.items():
+                spec = layout.index.get(name)
+                if spec is None:
+                    new.append(MetricSpec(name, entry.reduction, entry.shape, entry.dtype))
+                elif spec.reduction != entry.reduction or spec.shape != entry.shape:
+                    raise ValueError(
+                        f"metric {name!r} was logged with reduce={spec.reduction!r}, shape {spec.shape} before "
+                        f"and now with reduce={entry.reduction!r}, shape {entry.shape}"
+                    )
+            if new:
+                raise _NewMetrics(new)
+            states = layout.unpack(acc)
+            for name, entry in frame.entries.items():
+                states[name] = entry.fold(states[name])
+            return out, layout.pack(states)
+
+        inner.__name__ = getattr(fun, "__name__", "tracked")
+        inner.__qualname__ = getattr(fun, "__qualname__", inner.__name__)
+        try:
+            signature = inspect.signature(fun)
+        except (TypeError, ValueError):
+            return inner
+        acc_param = inspect.Parameter("_jaxtrack_accumulator", inspect.Parameter.POSITIONAL_ONLY)
+        inner.__signature__ = signature.replace(parameters=[acc_param, *signature.parameters.values()])  # type: ignore[attr-defined]
+        return inner
+
+    def _grow(self, specs: list[MetricSpec]) -> None:
+        old = self._layout
+        self._layout = Layout(old.specs + tuple(specs))
+        if self._calls == 0:
+            self._acc = self._layout.initial_on_host
+        else:
+            self._acc = self._grow_acc(old, self._layout, self._acc)
+
+    @staticmethod
+    def _grow_impl(old: Layout, new: Layout, acc: tuple[Any, ...]) -> tuple[Any, ...]:
+        states = old.unpack(acc)
+        for spec in new.specs:
+            if spec.name not in states:
+                states[spec.name] = spec.initial()
+        return new.pack(states)
+
+    @staticmethod
+    def _finalize_impl(layout: Layout, acc: tuple[Any, ...]) -> tuple[Any, ...]:
+        states = layout.unpack(acc)
+        return tuple(spec.reduction.result(states[spec.name]) for spec in layout.specs)
+
+    def __repr__(self) -> str:
+        return f"jaxtrack.jit({getattr(self.fun, '__qualname__', self.fun)!r})"
+
+
+def _shift(argnums: Any) -> Any:
+    if argnums is None:
+        return None
+    if isinstance(argnums, int):
+        argnums = (argnums,)
+    return tuple(n + 1 if n >= 0 else n for n in argnums)
+
+
+def _inner_jit_kwargs(jit_kwargs: dict[str, Any], arity: int | None) -> dict[str, Any]:
+    """``jax.jit`` options for the inner function, whose first argument is the accumulator."""
+    kwargs = dict(jit_kwargs)
+    if "static_argnums" in kwargs:
+        kwargs["static_argnums"] = _shift(kwargs["static_argnums"])
+    kwargs["donate_argnums"] = (0, *(_shift(kwargs.get("donate_argnums")) or ()))
+    in_shardings = kwargs.pop("in_shardings", _UNSET)
+    if in_shardings is not _UNSET:
+        # None lets JAX place the accumulator (replicated where the step is sharded).
+        if isinstance(in_shardings, (tuple, list)):
+            kwargs["in_shardings"] = (None, *in_shardings)
+        else:
+            kwargs["in_shardings"] = (None, *([in_shardings] * (arity or 0)))
+    out_shardings = kwargs.pop("out_shardings", _UNSET)
+    if out_shardings is not _UNSET:
+        kwargs["out_shardings"] = (out_shardings, None)
+    return kwargs
+
+
+def jit(fun: Callable[..., Any] | None = None, /, **jax_jit_kwargs: Any) -> Any:
+    """``jax.jit`` that also collects the function's ``jit_log`` metrics on the device.
+
+    Use it as ``jaxtrack.jit(f, ...)``, ``@jaxtrack.jit`` or
+    ``@jaxtrack.jit(donate_argnums=0, ...)``. The result is called like
+    ``jax.jit(f, ...)`` (every ``jax.jit`` option keeps its meaning) and
+    returns what ``f`` returns; its :meth:`~TrackedFunction.take_metrics`
+    and :meth:`~TrackedFunction.report` give the reduced metrics.
+
+    >>> import jax.numpy as jnp, jaxtrack as jt
+    >>> @jt.jit(donate_argnums=0)
+    ... def step(params, x):
+    ...     loss = jnp.mean((params * x) ** 2)
+    ...     jt.jit_log({"loss": loss})
+    ...     return params - 0.1 * x
+    >>> params = jnp.ones(3)
+    >>> for _ in range(4):
+    ...     params = step(params, jnp.ones(3))
+    >>> sorted(step.take_metrics())
+    ['loss']
+    """
+    if fun is None:
+        return functools.partial(TrackedFunction, jit_kwargs=jax_jit_kwargs)
+    return TrackedFunction(fun, jax_jit_kwargs)
