@@ -15,10 +15,10 @@ payload. Every reassembled record is a ``wandb.proto.wandb_internal_pb2.Record``
 
 wandb writes the file asynchronously, even after ``run.finish()`` returned
 (the ``wandb-core`` service flushes it a moment later), so :func:`read_run`
-waits, up to ``timeout`` seconds, for the run's ``exit`` record to appear.
+waits, up to ``timeout`` seconds, for the run's ``exit`` record to appear::
 
->>> # run = read_run(tmp_path)               # the one run under a ``dir=``
->>> # run.history[0]["loss"], run.summary["best_loss"], run.config["lr"]
+    run = read_run(tmp_path)  # the one run under the ``dir=`` given to wandb.init
+    run.history[0]["loss"], run.summary["best_loss"], run.config["lr"], run.artifacts[0].paths
 """
 
 from __future__ import annotations

@@ -86,15 +86,15 @@ class TensorboardTracker(Tracker):
     def log(self, metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | None = None) -> None:
         with self._lock:
             self._check_open()
-            resolved = self._steps.resolve(step, commit)
-            self._write_values(metrics, resolved)
+            values = self._summary_values(metrics)
+            self._write(values, self._steps.resolve(step, commit))
 
     def log_summary(self, metrics: Mapping[str, Any]) -> None:
         # TensorBoard has no run summary: the values are written at the latest
         # step, where the HParams dashboard also picks them up as metrics.
         with self._lock:
             self._check_open()
-            self._write_values(metrics, max(self._last_step, 0))
+            self._write(self._summary_values(metrics), max(self._last_step, 0))
 
     def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
         from tensorboard.plugins.hparams import summary_v2 as hparams_summary
@@ -130,7 +130,7 @@ class TensorboardTracker(Tracker):
             else:
                 shutil.copyfile(source, target)
             note = f"artifact of type {type or 'unspecified'} from {source}, stored at artifacts/{target_name}"
-            self._write_values({f"artifacts/{target_name}": note}, max(self._last_step, 0))
+            self._write(self._summary_values({f"artifacts/{target_name}": note}), max(self._last_step, 0))
 
     def flush(self) -> None:
         with self._lock:
@@ -150,15 +150,18 @@ class TensorboardTracker(Tracker):
         if self._finished:
             raise RuntimeError(f"TensorboardTracker for {self.logdir!r} is finished; start a new tracker to log more")
 
-    def _write_values(self, metrics: Mapping[str, Any], step: int) -> None:
-        from tensorboard.compat.proto import summary_pb2
-
+    def _summary_values(self, metrics: Mapping[str, Any]) -> list[Any]:
         flat = flatten(metrics)
-        if self._writer is None:
-            return
         values = []
         for key, raw in to_host(flat).items():
             values.extend(_summary_values(key, normalize(key, raw, num_bins=self.histogram_bins)))
+        return values
+
+    def _write(self, values: list[Any], step: int) -> None:
+        from tensorboard.compat.proto import summary_pb2
+
+        if self._writer is None:
+            return
         if step < self._last_step:
             self._restart_at = step
         if self._restart_at is not None:

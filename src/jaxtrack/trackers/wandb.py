@@ -85,18 +85,23 @@ class WandbTracker(Tracker):
         self._lock = threading.RLock()
         self._steps = StepCounter()
         self._finished = False
+        self._open_step: int | None = None  # a row left open by commit=False
         self.run.define_metric(step_metric)
         self.run.define_metric("*", step_metric=step_metric)
 
     def log(self, metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | None = None) -> None:
         with self._lock:
             self._check_open()
-            resolved = self._steps.resolve(step, commit)
             data = self._convert(metrics)
             if self.step_metric in data:
                 raise ValueError(f"metric name {self.step_metric!r} is the W&B step metric; pass the step as step=")
+            resolved = self._steps.resolve(step, commit)
+            if self._open_step is not None and self._open_step != resolved:
+                # W&B would merge these values into the open row, at the open row's step.
+                self.run.log({}, commit=True)
             data[self.step_metric] = resolved
             self.run.log(data, commit=commit)
+            self._open_step = resolved if commit is False else None
 
     def log_summary(self, metrics: Mapping[str, Any]) -> None:
         with self._lock:
@@ -145,11 +150,21 @@ class WandbTracker(Tracker):
 def _wandb_value(value: HostValue) -> Any:
     wandb = _wandb()
     if isinstance(value, Histogram):
-        return wandb.Histogram(
-            np_histogram=(np.asarray(value.bucket_counts), np.asarray(value.bucket_limits, dtype=np.float64))
-        )
+        counts = np.asarray(value.bucket_counts)
+        limits = np.asarray(value.bucket_limits, dtype=np.float64)
+        if counts.size > _MAX_WANDB_BINS:
+            # W&B refuses more buckets; merging neighbours keeps every count.
+            group = -(-counts.size // _MAX_WANDB_BINS)
+            counts = np.add.reduceat(counts, np.arange(0, counts.size, group))
+            limits = np.append(limits[:-1:group], limits[-1])
+        return wandb.Histogram(np_histogram=(counts, limits))
     if isinstance(value, Image):
-        images = [wandb.Image(pixels, caption=value.caption) for pixels in value.to_uint8()]
+        # A PIL image, because wandb.Image squeezes arrays (a 1-pixel-high image would lose its shape).
+        pil = import_optional("PIL.Image", extra="wandb", purpose="Logging images to W&B")
+        images = [
+            wandb.Image(pil.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels), caption=value.caption)
+            for pixels in value.to_uint8()
+        ]
         return images[0] if len(images) == 1 else images
     return value
 
