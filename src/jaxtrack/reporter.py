@@ -33,6 +33,8 @@ logger = logging.getLogger("jaxtrack")
 
 DEFAULT_MAX_PENDING = 1024
 DEFAULT_LINGER_SECS = 0.05
+IDLE_FLUSH_SECS = 2.0
+"""Once the queue has been empty this long, trackers written to since are flushed."""
 
 
 @dataclasses.dataclass
@@ -86,6 +88,7 @@ class Reporter:
         self._busy = False  # the worker holds tasks it took from the queue
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._unflushed: dict[int, Tracker] = {}  # trackers written to since their last idle flush
 
     def submit(
         self,
@@ -157,18 +160,26 @@ class Reporter:
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
-                    self._cond.wait()
+                    if not self._cond.wait(IDLE_FLUSH_SECS if self._unflushed else None) and self._unflushed:
+                        break  # idle: write out what the trackers buffered
                 if not self._queue:
-                    return
-                if self.linger_secs > 0:
-                    self._cond.wait_for(self._should_deliver, timeout=self.linger_secs)
-                self._urgent = False
-                batch = list(self._queue)
-                self._queue.clear()
+                    if self._closed:
+                        return
+                    idle, self._unflushed = list(self._unflushed.values()), {}
+                    batch = []
+                else:
+                    if self.linger_secs > 0:
+                        self._cond.wait_for(self._should_deliver, timeout=self.linger_secs)
+                    self._urgent = False
+                    batch = list(self._queue)
+                    self._queue.clear()
+                    idle = []
                 self._busy = True
                 self._cond.notify_all()  # room for callers waiting on a full queue
             try:
                 self._deliver(batch)
+                for tracker in idle:
+                    self._call(_Task(tracker, "flush", (), {}))
             finally:
                 with self._cond:
                     self._busy = False
@@ -180,15 +191,23 @@ class Reporter:
     def _deliver(self, batch: list[_Task]) -> None:
         host_args = _fetch([task.args for task in batch])
         for task, args in zip(batch, host_args, strict=True):
-            try:
-                if task.prepare is not None:
-                    args = task.prepare(*args)
-                getattr(task.tracker, task.method)(*args, **task.kwargs)
-            except Exception as error:  # noqa: BLE001 - one backend's failure must not stop the others
-                self._record(task, error)
-            finally:
-                if task.done is not None:
-                    task.done.set()
+            self._call(task, args)
+            if task.method != "finish":
+                self._unflushed[id(task.tracker)] = task.tracker
+            else:
+                self._unflushed.pop(id(task.tracker), None)
+
+    def _call(self, task: _Task, args: tuple[Any, ...] | None = None) -> None:
+        try:
+            args = task.args if args is None else args
+            if task.prepare is not None:
+                args = task.prepare(*args)
+            getattr(task.tracker, task.method)(*args, **task.kwargs)
+        except Exception as error:  # noqa: BLE001 - one backend's failure must not stop the others
+            self._record(task, error)
+        finally:
+            if task.done is not None:
+                task.done.set()
 
     def _record(self, task: _Task, error: BaseException) -> None:
         key = (task.tracker.name, task.method)

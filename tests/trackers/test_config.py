@@ -91,7 +91,7 @@ def test_misspelled_field_names_it_and_suggests():
         ({"type": "wandb", "tags": ["ok", 1]}, ["wandb.tags[1]"]),
         ({"type": "wandb", "mode": "onlnie"}, ["wandb.mode", "'online'", "'offline'"]),
         ({"type": "wandb", "resume": "sometimes"}, ["wandb.resume", "'allow'"]),
-        ({"type": "tensorboard", "max_queue": True}, ["tensorboard.max_queue", "integer"]),
+        ({"type": "tensorboard", "histogram_bins": True}, ["tensorboard.histogram_bins", "integer"]),
         ({"type": "tensorboard", "flush_secs": "fast"}, ["tensorboard.flush_secs", "number"]),
     ],
 )

@@ -1,20 +1,34 @@
 """TensorBoard event files, written with the ``tensorboard`` package alone (no TensorFlow, no PyTorch).
 
-Scalars go to the Scalars dashboard (as float64, so large steps and tiny
-differences survive), strings to Text, arrays (one or more dimensions) and
+Scalars go to the Scalars dashboard (as float32, the only scalar type
+TensorBoard's default Rust data server reads; steps are int64), strings to Text, arrays (one or more dimensions) and
 :class:`~jaxtrack.Histogram` values to Histograms/Distributions,
 :class:`~jaxtrack.Image` values to Images, and hyperparameters to the HParams
 dashboard. Needs ``pip install 'jaxtrack[tensorboard]'``.
+
+Events are framed by TensorBoard's own ``RecordWriter`` into a file named and
+headed exactly as its ``EventFileWriter`` does, but written on the calling
+thread: ``EventFileWriter`` hands each event to a writer thread of its own,
+and on top of jaxtrack's reporter thread that hand-off cost more than the
+write itself (about 110 against 45 microseconds per report of four scalars,
+measured on a 2-core machine). Buffered events reach the disk every
+``flush_secs`` and on ``flush``/``finish``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
+import itertools
+import logging
+import math
 import os
 import shutil
+import socket
 import threading
 import time
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +40,10 @@ from jaxtrack.multihost import is_primary_process
 from jaxtrack.trackers.base import StepCounter, Tracker
 from jaxtrack.trackers.config import TrackerConfig
 from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, HostValue, Image, flatten, normalize, to_host
+
+logger = logging.getLogger(__name__)
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class TensorboardTracker(Tracker):
@@ -47,7 +65,6 @@ class TensorboardTracker(Tracker):
     Args:
       logdir: the run's directory (one run per directory, as TensorBoard expects).
       flush_secs: how often buffered events reach the disk.
-      max_queue: events buffered before a write is forced.
       filename_suffix: appended to the event file's name.
       histogram_bins: buckets of the histogram made from an array value.
     """
@@ -59,28 +76,25 @@ class TensorboardTracker(Tracker):
         logdir: str | os.PathLike[str],
         *,
         flush_secs: float = 10.0,
-        max_queue: int = 100,
         filename_suffix: str = "",
         histogram_bins: int = DEFAULT_NUM_BINS,
     ) -> None:
         import_optional("tensorboard", extra="tensorboard", purpose="TensorboardTracker")
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         self.logdir = os.fspath(logdir)
         self.histogram_bins = histogram_bins
         self._lock = threading.RLock()
         self._steps = StepCounter()
-        self._restart_at: int | None = 0  # a START event is due before the next value
+        self._session_started = False  # this session's START event is written
         self._last_step = -1
         self._hparams: dict[str, bool | int | float | str] = {}
+        self._hparams_due = False
+        self._hparams_written = False
         self._start_time = time.time()
         self._finished = False
+        self._described: set[str] = set()  # tags whose plugin metadata is in this event file
         self._writer = (
-            EventFileWriter(
-                self.logdir, max_queue_size=max_queue, flush_secs=flush_secs, filename_suffix=filename_suffix
-            )
-            if is_primary_process()
-            else None
+            _EventFile(self.logdir, flush_secs=flush_secs, suffix=filename_suffix) if is_primary_process() else None
         )
 
     def log(self, metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | None = None) -> None:
@@ -97,19 +111,29 @@ class TensorboardTracker(Tracker):
             self._write(self._summary_values(metrics), max(self._last_step, 0))
 
     def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
-        from tensorboard.plugins.hparams import summary_v2 as hparams_summary
-
         with self._lock:
             self._check_open()
             for key, value in flatten(hparams).items():
                 self._hparams[key] = _hparam_value(value)
-            # The newest session-start record wins, so each call writes them all.
-            summary = hparams_summary.hparams_pb(
-                self._hparams,
-                trial_id=os.path.basename(os.path.normpath(self.logdir)),
-                start_time_secs=self._start_time,
-            )
-            self._add(summary=summary, step=0)
+            if self._hparams_written:
+                logger.warning(
+                    "TensorboardTracker(%r): hyperparameters logged after the run's first values are written, "
+                    "but TensorBoard's HParams dashboard shows the first ones a run wrote",
+                    self.logdir,
+                )
+            self._hparams_due = True
+
+    def _write_hparams(self) -> None:
+        # TensorBoard keeps the first session-start record of a run, so it is
+        # written once, with every hyperparameter logged before the first values.
+        if not self._hparams_due:
+            return
+        self._hparams_due = False
+        self._hparams_written = True
+        summary = _tb().hparams_summary.hparams_pb(
+            self._hparams, trial_id=os.path.basename(os.path.normpath(self.logdir)), start_time_secs=self._start_time
+        )
+        self._add(summary=summary, step=0)
 
     def log_artifact(
         self, artifact_path: str | os.PathLike[str], *, name: str | None = None, type: str | None = None
@@ -125,6 +149,8 @@ class TensorboardTracker(Tracker):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             if os.path.isdir(target):
                 shutil.rmtree(target)
+            elif os.path.exists(target):
+                os.remove(target)
             if os.path.isdir(source):
                 shutil.copytree(source, target)
             else:
@@ -135,6 +161,7 @@ class TensorboardTracker(Tracker):
     def flush(self) -> None:
         with self._lock:
             if self._writer is not None and not self._finished:
+                self._write_hparams()
                 self._writer.flush()
 
     def finish(self) -> None:
@@ -143,7 +170,7 @@ class TensorboardTracker(Tracker):
                 return
             self._finished = True
             if self._writer is not None:
-                self._writer.flush()
+                self._write_hparams()
                 self._writer.close()
 
     def _check_open(self) -> None:
@@ -151,86 +178,135 @@ class TensorboardTracker(Tracker):
             raise RuntimeError(f"TensorboardTracker for {self.logdir!r} is finished; start a new tracker to log more")
 
     def _summary_values(self, metrics: Mapping[str, Any]) -> list[Any]:
-        flat = flatten(metrics)
         values = []
-        for key, raw in to_host(flat).items():
-            values.extend(_summary_values(key, normalize(key, raw, num_bins=self.histogram_bins)))
+        for key, raw in to_host(flatten(metrics)).items():
+            value = _summary_value(key, normalize(key, raw, num_bins=self.histogram_bins), key not in self._described)
+            if value is not None:
+                values.append(value)
         return values
 
     def _write(self, values: list[Any], step: int) -> None:
-        from tensorboard.compat.proto import summary_pb2
-
         if self._writer is None:
             return
-        if step < self._last_step:
-            self._restart_at = step
-        if self._restart_at is not None:
-            self._add_session_start(self._restart_at)
-            self._restart_at = None
-            self._last_step = step  # TensorBoard drops the old timeline from here on
+        self._write_hparams()
+        if not self._session_started or step < self._last_step:
+            # TensorBoard drops what earlier sessions wrote at this step and later.
+            self._add_session_start(step)
+            self._session_started = True
+            self._last_step = step
         self._last_step = max(self._last_step, step)
         if values:
-            self._add(summary=summary_pb2.Summary(value=values), step=step)
+            self._add(summary=_tb().summary_pb2.Summary(value=values), step=step)
+            self._described.update(value.tag for value in values)
 
     def _add_session_start(self, step: int) -> None:
-        from tensorboard.compat.proto import event_pb2
-
+        event_pb2 = _tb().event_pb2
         self._add(session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START), step=step)
 
     def _add(self, *, step: int, **fields: Any) -> None:
-        from tensorboard.compat.proto import event_pb2
-
         if self._writer is not None:
-            self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, **fields))
+            self._writer.write(_tb().event_pb2.Event(wall_time=time.time(), step=step, **fields))
 
     def __repr__(self) -> str:
         return f"TensorboardTracker(logdir={self.logdir!r})"
 
 
-def _summary_values(key: str, value: HostValue) -> list[Any]:
-    from tensorboard.compat.proto import summary_pb2
+class _EventFile:
+    """One event file, named and headed as TensorBoard's ``EventFileWriter`` does."""
+
+    _counter = itertools.count()
+
+    def __init__(self, logdir: str, *, flush_secs: float, suffix: str) -> None:
+        os.makedirs(logdir, exist_ok=True)
+        name = f"events.out.tfevents.{time.time():010.0f}.{socket.gethostname()}.{os.getpid()}.{next(self._counter):06d}{suffix}"
+        self.path = os.path.join(logdir, name)
+        self._file = open(self.path, "wb")
+        self._records = _tb().RecordWriter(self._file)
+        self._flush_secs = flush_secs
+        self._flushed_at = time.monotonic()
+        self.write(_tb().event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+        self.flush()
+
+    def write(self, event: Any) -> None:
+        self._records.write(event.SerializeToString())
+        if time.monotonic() - self._flushed_at >= self._flush_secs:
+            self.flush()
+
+    def flush(self) -> None:
+        self._file.flush()
+        self._flushed_at = time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+        self._file.close()
+
+
+@functools.cache
+def _tb() -> types.SimpleNamespace:
+    """TensorBoard's modules, imported once the first tracker needs them (not at ``import jaxtrack``)."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
     from tensorboard.plugins.histogram import metadata as histogram_metadata
+    from tensorboard.plugins.hparams import summary_v2 as hparams_summary
     from tensorboard.plugins.image import metadata as image_metadata
     from tensorboard.plugins.scalar import metadata as scalar_metadata
-    from tensorboard.plugins.text import summary_v2 as text_summary
+    from tensorboard.plugins.text import metadata as text_metadata
+    from tensorboard.summary.writer.record_writer import RecordWriter
     from tensorboard.util import tensor_util
 
+    return types.SimpleNamespace(
+        event_pb2=event_pb2,
+        summary_pb2=summary_pb2,
+        tensor_pb2=tensor_pb2,
+        tensor_shape_pb2=tensor_shape_pb2,
+        types_pb2=types_pb2,
+        histogram_metadata=histogram_metadata,
+        hparams_summary=hparams_summary,
+        image_metadata=image_metadata,
+        scalar_metadata=scalar_metadata,
+        text_metadata=text_metadata,
+        RecordWriter=RecordWriter,
+        tensor_util=tensor_util,
+    )
+
+
+def _summary_value(key: str, value: HostValue, with_metadata: bool) -> Any:
+    """One ``Summary.Value``; the plugin metadata is needed only on a tag's first write (as ``tf.summary`` does)."""
+    tb = _tb()
     if value is None:
-        return []
+        return None
     if isinstance(value, str):
-        return list(text_summary.text_pb(key, value).value)
-    if isinstance(value, Histogram):
+        tensor = tb.tensor_util.make_tensor_proto(value)
+        metadata = tb.text_metadata.create_summary_metadata(display_name=None, description=None)
+    elif isinstance(value, Histogram):
         limits = np.asarray(value.bucket_limits, dtype=np.float64)
         buckets = np.stack([limits[:-1], limits[1:], np.asarray(value.bucket_counts, dtype=np.float64)], axis=1)
-        return [
-            summary_pb2.Summary.Value(
-                tag=key,
-                metadata=histogram_metadata.create_summary_metadata(display_name=key, description=""),
-                tensor=tensor_util.make_tensor_proto(buckets),
-            )
-        ]
-    if isinstance(value, Image):
+        tensor = tb.tensor_util.make_tensor_proto(buckets)
+        metadata = tb.histogram_metadata.create_summary_metadata(display_name=key, description="")
+    elif isinstance(value, Image):
         pixels = value.to_uint8()
         encoded = [str(pixels.shape[2]).encode(), str(pixels.shape[1]).encode()]
         encoded.extend(_png(image) for image in pixels)
-        return [
-            summary_pb2.Summary.Value(
-                tag=key,
-                metadata=image_metadata.create_summary_metadata(display_name=key, description=value.caption or ""),
-                tensor=tensor_util.make_tensor_proto(np.array(encoded, dtype=object)),
-            )
-        ]
-    try:
-        number = np.float64(value)
-    except OverflowError:
-        raise ValueError(f"metric {key!r}: {value!r} is too large for TensorBoard's float64 scalars") from None
-    return [
-        summary_pb2.Summary.Value(
-            tag=key,
-            metadata=scalar_metadata.create_summary_metadata(display_name=key, description=""),
-            tensor=tensor_util.make_tensor_proto(number),
+        tensor = tb.tensor_util.make_tensor_proto(np.array(encoded, dtype=object))
+        metadata = tb.image_metadata.create_summary_metadata(display_name=key, description=value.caption or "")
+    else:
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number) and abs(number) > _FLOAT32_MAX:
+            raise ValueError(f"metric {key!r}: {value!r} is too large for a TensorBoard scalar (float32)")
+        # Built directly: tensor_util.make_tensor_proto costs tens of microseconds per scalar.
+        # float32, as tf.summary.scalar writes: TensorBoard's Rust data server ignores other dtypes.
+        tensor = tb.tensor_pb2.TensorProto(
+            dtype=tb.types_pb2.DT_FLOAT, tensor_shape=tb.tensor_shape_pb2.TensorShapeProto(), float_val=[number]
         )
-    ]
+        metadata = _scalar_metadata()
+    return tb.summary_pb2.Summary.Value(tag=key, tensor=tensor, metadata=metadata if with_metadata else None)
+
+
+@functools.cache
+def _scalar_metadata() -> Any:
+    return _tb().scalar_metadata.create_summary_metadata(display_name="", description="")
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -243,7 +319,7 @@ def _png(image: np.ndarray) -> bytes:
 def _hparam_value(value: Any) -> bool | int | float | str:
     """A hyperparameter as one of the types the HParams plugin stores (others become their text)."""
     value = to_host({"v": value})["v"]
-    if isinstance(value, np.generic) and value.ndim == 0:
+    if isinstance(value, (np.generic, np.ndarray)) and value.ndim == 0:
         value = value.item()
     if isinstance(value, (bool, str)):
         return value
@@ -263,7 +339,6 @@ class TensorboardConfig(TrackerConfig):
 
     logdir: str = "tblogs"
     flush_secs: float = 10.0
-    max_queue: int = 100
     filename_suffix: str = ""
     histogram_bins: int = DEFAULT_NUM_BINS
 
@@ -272,7 +347,6 @@ class TensorboardConfig(TrackerConfig):
         return TensorboardTracker(
             logdir,
             flush_secs=self.flush_secs,
-            max_queue=self.max_queue,
             filename_suffix=self.filename_suffix,
             histogram_bins=self.histogram_bins,
         )
