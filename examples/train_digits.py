@@ -39,15 +39,18 @@ def load_data(seed: int) -> tuple[np.ndarray, ...]:
     return images[:split], labels[:split], images[split:], labels[split:]
 
 
-@nnx.jit
-def train_step(model: MLP, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
+@jt.jit(transform=nnx.jit)
+def train_step(model: MLP, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array) -> None:
     def loss_fn(model: MLP) -> tuple[jax.Array, jax.Array]:
         logits = model(x.reshape(x.shape[0], -1))
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
     (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
-    return {"loss": loss, "accuracy": (logits.argmax(-1) == y).mean(), "grad_norm": optax.tree.norm(grads)}
+    # Folded into an accumulator on the device; read only when reported, off the training thread.
+    jt.jit_log({"loss": loss, "accuracy": (logits.argmax(-1) == y).mean()})
+    jt.jit_log({"grad_norm": optax.tree.norm(grads)}, reduce="max")
+    jt.jit_log({"logits": logits}, reduce="stats")
 
 
 @nnx.jit
@@ -80,9 +83,9 @@ def main(argv: list[str] | None = None) -> str:
         rng = np.random.default_rng(args.seed)
         for step in range(1, args.steps + 1):
             batch = rng.choice(len(x_train), size=args.batch_size, replace=False)
-            metrics = train_step(model, optimizer, jnp.asarray(x_train[batch]), jnp.asarray(y_train[batch]))
+            train_step(model, optimizer, jnp.asarray(x_train[batch]), jnp.asarray(y_train[batch]))
             if step % args.log_every == 0 or step == args.steps:
-                jt.log({"train": metrics}, step=step)
+                train_step.report(step, prefix="train/")  # the interval's means, maxima, stats
             if step % (4 * args.log_every) == 0 or step == args.steps:
                 jt.log({"eval": evaluate(model, jnp.asarray(x_test), jnp.asarray(y_test))}, step=step)
         final = evaluate(model, jnp.asarray(x_test), jnp.asarray(y_test))

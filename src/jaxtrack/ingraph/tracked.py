@@ -135,9 +135,12 @@ class TrackedFunction:
     same arguments, same outputs. See :meth:`take_metrics` and :meth:`report`.
     """
 
-    def __init__(self, fun: Callable[..., Any], jit_kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, fun: Callable[..., Any], jit_kwargs: dict[str, Any], transform: Callable[..., Any] = jax.jit
+    ) -> None:
         if not callable(fun):
             raise TypeError(f"jaxtrack.jit takes a function, got {fun!r}")
+        self._transform = transform
         functools.update_wrapper(self, fun)
         self.fun = fun
         self._jit_kwargs = dict(jit_kwargs)
@@ -149,7 +152,7 @@ class TrackedFunction:
         self._per_arity = "in_shardings" in jit_kwargs and not isinstance(jit_kwargs["in_shardings"], (tuple, list))
         self._jitted: dict[int | None, Any] = {}
         if not self._per_arity:
-            self._jitted[None] = jax.jit(self._inner, **_inner_jit_kwargs(self._jit_kwargs, None))
+            self._jitted[None] = transform(self._inner, **_inner_jit_kwargs(self._jit_kwargs, None))
         self._finalize = jax.jit(self._finalize_impl, static_argnums=0)
         self._grow_acc = jax.jit(self._grow_impl, static_argnums=(0, 1))
 
@@ -249,7 +252,7 @@ class TrackedFunction:
             return self._jitted[None]
         jitted = self._jitted.get(arity)
         if jitted is None:
-            jitted = self._jitted[arity] = jax.jit(self._inner, **_inner_jit_kwargs(self._jit_kwargs, arity))
+            jitted = self._jitted[arity] = self._transform(self._inner, **_inner_jit_kwargs(self._jit_kwargs, arity))
         return jitted
 
     def _make_inner(self) -> Callable[..., Any]:
@@ -338,7 +341,9 @@ def _inner_jit_kwargs(jit_kwargs: dict[str, Any], arity: int | None) -> dict[str
     return kwargs
 
 
-def jit(fun: Callable[..., Any] | None = None, /, **jax_jit_kwargs: Any) -> Any:
+def jit(
+    fun: Callable[..., Any] | None = None, /, *, transform: Callable[..., Any] = jax.jit, **jax_jit_kwargs: Any
+) -> Any:
     """``jax.jit`` that also collects the function's ``jit_log`` metrics on the device.
 
     Use it as ``jaxtrack.jit(f, ...)``, ``@jaxtrack.jit`` or
@@ -346,6 +351,8 @@ def jit(fun: Callable[..., Any] | None = None, /, **jax_jit_kwargs: Any) -> Any:
     ``jax.jit(f, ...)`` (every ``jax.jit`` option keeps its meaning) and
     returns what ``f`` returns; its :meth:`~TrackedFunction.take_metrics`
     and :meth:`~TrackedFunction.report` give the reduced metrics.
+    ``transform`` compiles with another jit of the same form, e.g.
+    ``flax.nnx.jit`` for steps that take NNX modules.
 
     >>> import jax.numpy as jnp, jaxtrack as jt
     >>> @jt.jit(donate_argnums=0)
@@ -360,5 +367,5 @@ def jit(fun: Callable[..., Any] | None = None, /, **jax_jit_kwargs: Any) -> Any:
     ['loss']
     """
     if fun is None:
-        return functools.partial(TrackedFunction, jit_kwargs=jax_jit_kwargs)
-    return TrackedFunction(fun, jax_jit_kwargs)
+        return functools.partial(TrackedFunction, jit_kwargs=jax_jit_kwargs, transform=transform)
+    return TrackedFunction(fun, jax_jit_kwargs, transform)
