@@ -129,6 +129,8 @@ class Reporter:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until every task submitted so far has run; ``False`` if ``timeout`` ran out first."""
+        if threading.current_thread() is self._thread:
+            return True  # called by a tracker, on the worker: it cannot wait for itself
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._urgent = True
@@ -228,15 +230,24 @@ def _fetch(all_args: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     if not any(isinstance(leaf, jax.Array) for leaf in jax.tree_util.tree_leaves(all_args)):
         return all_args
     try:
-        return jax.device_get(all_args)
+        return _in_order(all_args, jax.device_get(all_args))
     except Exception:  # noqa: BLE001 - a bad value in one report must not lose the others
         fetched = []
         for args in all_args:
             try:
-                fetched.append(jax.device_get(args))
+                fetched.append(_in_order(args, jax.device_get(args)))
             except Exception:  # noqa: BLE001 - the tracker call reports it, by name
                 fetched.append(args)
         return fetched
+
+
+def _in_order(given: Any, fetched: Any) -> Any:
+    """``fetched`` with the key order of the mappings in ``given`` (pytree flattening sorts dict keys)."""
+    if isinstance(given, dict):
+        return type(given)((key, _in_order(given[key], fetched[key])) for key in given)
+    if type(given) in (list, tuple):
+        return type(given)(_in_order(g, f) for g, f in zip(given, fetched, strict=True))
+    return fetched
 
 
 _default: Reporter | None = None

@@ -240,6 +240,7 @@ def finish() -> None:
 
 def _finish(tracker: Tracker) -> None:
     _unfinished.discard(tracker)
+    _wait_for_callbacks()
     reporter.call_soon(tracker, "finish", wait=True)
     lost = {key: count for key, count in reporter.default_reporter().errors.counts.items() if key[0] in _names(tracker)}
     if lost:
@@ -266,11 +267,18 @@ def flush(timeout: float | None = None) -> bool:
     ...     jt.flush()
     True
     """
+    _wait_for_callbacks()
     with _lock:
         tracker = _current
     if tracker is not None:
         reporter.call_soon(tracker, "flush")
     return reporter.default_reporter().flush(timeout)
+
+
+def _wait_for_callbacks() -> None:
+    # jit_log's host-callback fallback queues its values when the device runs
+    # the step; wait for steps still running so their values are not missed.
+    jax.effects_barrier()
 
 
 def release(tracker: Tracker) -> None:
@@ -382,6 +390,10 @@ EXIT_FLUSH_TIMEOUT_SECS = 120.0
 
 @atexit.register
 def _finish_at_exit() -> None:
+    try:
+        _wait_for_callbacks()
+    except Exception:  # noqa: BLE001 - the runtime may be going away; deliver what is queued
+        pass
     if not reporter.default_reporter().flush(EXIT_FLUSH_TIMEOUT_SECS):
         warnings.warn(
             f"jaxtrack: backends did not take everything logged within {EXIT_FLUSH_TIMEOUT_SECS:.0f} s of exit; "

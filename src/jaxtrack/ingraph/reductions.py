@@ -105,7 +105,11 @@ class Sum(Reduction):
     name = "sum"
 
     def init(self, shape: tuple[int, ...], dtype: Any) -> State:
-        return (jnp.zeros(shape, _accumulator_dtype(dtype, keep_ints=True)),)
+        dtype = _accumulator_dtype(dtype, keep_ints=True)
+        if jnp.issubdtype(dtype, jnp.integer) and dtype.itemsize < 4:
+            # As jnp.sum and np.sum do: small integers are added in a wide type, not modulo 256.
+            dtype = jnp.dtype(jnp.int32 if jnp.issubdtype(dtype, jnp.signedinteger) else jnp.uint32)
+        return (jnp.zeros(shape, dtype),)
 
     def update(self, state: State, value: jax.Array) -> State:
         return (state[0] + value.astype(state[0].dtype),)

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import inspect
 import threading
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,6 +54,7 @@ class Layout:
     def __init__(self, specs: Sequence[MetricSpec]) -> None:
         self.specs = tuple(specs)
         self.index = {spec.name: spec for spec in self.specs}
+        self.result_keys: list[str] = []  # flattened result names, set when the finaliser is traced
         self._treedefs = []
         # Per spec, per state leaf: ("vec", dtype group, position) or ("own", index, 0).
         self._slots: list[list[tuple[str, int, int]]] = []
@@ -152,7 +154,7 @@ class TrackedFunction:
         self._per_arity = "in_shardings" in jit_kwargs and not isinstance(jit_kwargs["in_shardings"], (tuple, list))
         self._jitted: dict[int | None, Any] = {}
         if not self._per_arity:
-            self._jitted[None] = transform(self._inner, **_inner_jit_kwargs(self._jit_kwargs, None))
+            self._jitted[None] = transform(self._inner, **_inner_jit_kwargs(self._jit_kwargs, None, _signature(fun)))
         self._finalize = jax.jit(self._finalize_impl, static_argnums=0)
         self._grow_acc = jax.jit(self._grow_impl, static_argnums=(0, 1))
 
@@ -161,7 +163,7 @@ class TrackedFunction:
             # Called from inside another traced function: inline it, so its
             # jit_log calls reach the enclosing step (or fall back there).
             return self.fun(*args, **kwargs)
-        jitted = self._jitted_for(len(args))
+        jitted = self._jitted_for(self._dynamic_arity(len(args)))
         with self._lock:
             while True:
                 try:
@@ -187,9 +189,9 @@ class TrackedFunction:
         if taken is None:
             return {}
         layout, acc = taken
-        results = self._finalize(layout, acc)
+        leaves = self._finalize(layout, acc)
         # A tuple keeps the order the metrics were logged in (jit sorts dict keys).
-        return flatten(dict(zip((spec.name for spec in layout.specs), results, strict=True)))
+        return dict(zip(layout.result_keys, leaves, strict=True))
 
     def report(self, step: int, *, tracker: Tracker | None = None, prefix: str = "") -> bool:
         """Takes the interval's metrics and queues them for ``tracker`` (default: the current one) at ``step``.
@@ -245,14 +247,40 @@ class TrackedFunction:
 
     def lower(self, *args: Any, **kwargs: Any) -> Any:
         """``jax.jit(...).lower`` of the compiled step, accumulator included (its first argument)."""
-        return self._jitted_for(len(args)).lower(self._acc, *args, **kwargs)
+        jitted = self._jitted_for(self._dynamic_arity(len(args)))
+        with self._lock:
+            while True:
+                try:
+                    return jitted.lower(self._acc, *args, **kwargs)
+                except _NewMetrics as new:
+                    self._grow(new.specs)
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        # Like jax.jit's functions: a method decorated with jaxtrack.jit binds its instance.
+        return self if instance is None else types.MethodType(self, instance)
+
+    def _dynamic_arity(self, arity: int) -> int:
+        """How many of ``arity`` positional arguments are not static (keys the per-arity shardings)."""
+        if not self._per_arity:
+            return arity
+        static = self._jit_kwargs.get("static_argnums", ())
+        static = {static} if isinstance(static, int) else set(static or ())
+        static = {n % arity for n in static if -arity <= n < arity}
+        names = self._jit_kwargs.get("static_argnames", ())
+        names = {names} if isinstance(names, str) else set(names or ())
+        signature = _signature(self.fun)
+        if signature is not None:
+            params = list(signature.parameters.values())[:arity]
+            static |= {i for i, p in enumerate(params) if p.name in names}
+        return arity - len(static)
 
     def _jitted_for(self, arity: int) -> Any:
         if not self._per_arity:
             return self._jitted[None]
         jitted = self._jitted.get(arity)
         if jitted is None:
-            jitted = self._jitted[arity] = self._transform(self._inner, **_inner_jit_kwargs(self._jit_kwargs, arity))
+            kwargs = _inner_jit_kwargs(self._jit_kwargs, arity, _signature(self.fun))
+            jitted = self._jitted[arity] = self._transform(self._inner, **kwargs)
         return jitted
 
     def _make_inner(self) -> Callable[..., Any]:
@@ -308,10 +336,19 @@ class TrackedFunction:
     @staticmethod
     def _finalize_impl(layout: Layout, acc: tuple[Any, ...]) -> tuple[Any, ...]:
         states = layout.unpack(acc)
-        return tuple(spec.reduction.result(states[spec.name]) for spec in layout.specs)
+        flat = flatten({spec.name: spec.reduction.result(states[spec.name]) for spec in layout.specs})
+        layout.result_keys = list(flat)  # recorded while tracing, in logging order
+        return tuple(flat.values())
 
     def __repr__(self) -> str:
         return f"jaxtrack.jit({getattr(self.fun, '__qualname__', self.fun)!r})"
+
+
+def _signature(fun: Any) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fun)
+    except (TypeError, ValueError):
+        return None
 
 
 def _shift(argnums: Any) -> Any:
@@ -322,12 +359,24 @@ def _shift(argnums: Any) -> Any:
     return tuple(n + 1 if n >= 0 else n for n in argnums)
 
 
-def _inner_jit_kwargs(jit_kwargs: dict[str, Any], arity: int | None) -> dict[str, Any]:
+def _inner_jit_kwargs(
+    jit_kwargs: dict[str, Any], arity: int | None, signature: inspect.Signature | None
+) -> dict[str, Any]:
     """``jax.jit`` options for the inner function, whose first argument is the accumulator."""
     kwargs = dict(jit_kwargs)
     if "static_argnums" in kwargs:
         kwargs["static_argnums"] = _shift(kwargs["static_argnums"])
-    kwargs["donate_argnums"] = (0, *(_shift(kwargs.get("donate_argnums")) or ()))
+    donate = _shift(kwargs.get("donate_argnums")) or ()
+    if "donate_argnames" in kwargs and "donate_argnums" not in kwargs and signature is not None:
+        # Once donate_argnums is set (for the accumulator), jax.jit no longer
+        # maps donate_argnames to positions: map them here.
+        names = kwargs["donate_argnames"]
+        names = (names,) if isinstance(names, str) else tuple(names)
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        donate = tuple(
+            i + 1 for i, p in enumerate(signature.parameters.values()) if p.name in names and p.kind in positional
+        )
+    kwargs["donate_argnums"] = (0, *donate)
     in_shardings = kwargs.pop("in_shardings", _UNSET)
     if in_shardings is not _UNSET:
         # None lets JAX place the accumulator (replicated where the step is sharded).
