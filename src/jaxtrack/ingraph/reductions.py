@@ -24,6 +24,10 @@ from jaxtrack.values import DEFAULT_NUM_BINS, Histogram
 
 State = tuple[Any, ...]
 
+# Step counts are float32 so they share the accumulator's float vector with the
+# sums (one array to pass and fetch instead of two); exact up to 2**24 steps per interval.
+_COUNT = jnp.float32
+
 
 def _accumulator_dtype(dtype: Any, *, keep_ints: bool) -> Any:
     dtype = jnp.dtype(dtype)
@@ -85,7 +89,7 @@ class Mean(Reduction):
     name = "mean"
 
     def init(self, shape: tuple[int, ...], dtype: Any) -> State:
-        return jnp.zeros(shape, _accumulator_dtype(dtype, keep_ints=False)), jnp.zeros((), jnp.int32)
+        return jnp.zeros(shape, _accumulator_dtype(dtype, keep_ints=False)), jnp.zeros((), _COUNT)
 
     def update(self, state: State, value: jax.Array) -> State:
         total, count = state
@@ -164,7 +168,7 @@ class Last(Reduction):
     name = "last"
 
     def init(self, shape: tuple[int, ...], dtype: Any) -> State:
-        return jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32)
+        return jnp.zeros(shape, dtype), jnp.zeros((), _COUNT)
 
     def update(self, state: State, value: jax.Array) -> State:
         return value.astype(state[0].dtype), state[1] + 1

@@ -180,7 +180,8 @@ class TensorboardTracker(Tracker):
     def _summary_values(self, metrics: Mapping[str, Any]) -> list[Any]:
         values = []
         for key, raw in to_host(flatten(metrics)).items():
-            value = _summary_value(key, normalize(key, raw, num_bins=self.histogram_bins), key not in self._described)
+            host = raw if type(raw) is float else normalize(key, raw, num_bins=self.histogram_bins)
+            value = _summary_value(key, host, key not in self._described)
             if value is not None:
                 values.append(value)
         return values
