@@ -89,6 +89,7 @@ class Reporter:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._unflushed: dict[int, Tracker] = {}  # trackers written to since their last idle flush
+        self._idle = False  # the worker waits for a first task
 
     def submit(
         self,
@@ -123,7 +124,10 @@ class Reporter:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="jaxtrack-reporter", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
+            # A lingering worker wakes by itself; waking it for every report would
+            # take the interpreter lock from the training thread each time.
+            if self._idle or self._should_deliver():
+                self._cond.notify_all()
         if task.done is not None:
             task.done.wait()
 
@@ -162,7 +166,10 @@ class Reporter:
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
-                    if not self._cond.wait(IDLE_FLUSH_SECS if self._unflushed else None) and self._unflushed:
+                    self._idle = True
+                    woken = self._cond.wait(IDLE_FLUSH_SECS if self._unflushed else None)
+                    self._idle = False
+                    if not woken and self._unflushed:
                         break  # idle: write out what the trackers buffered
                 if not self._queue:
                     if self._closed:
