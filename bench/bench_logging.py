@@ -21,6 +21,7 @@ on the training thread every step, in a separate untimed pass).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -207,6 +208,7 @@ def bench_size(name: str, rounds: int, steps: int, logdir: str) -> list[dict[str
     order = list(variants)
     for r in range(rounds):
         for variant in order[r % len(order) :] + order[: r % len(order)]:
+            gc.collect()  # garbage left by the previous variant is not this one's cost
             start = time.perf_counter()
             variants[variant](steps, None)
             times[variant].append(time.perf_counter() - start)

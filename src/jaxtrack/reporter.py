@@ -114,19 +114,24 @@ class Reporter:
             getattr(tracker, method)(*args, **kwargs)
             return
         task = _Task(tracker, method, args, kwargs, threading.Event() if wait else None, prepare)
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("the jaxtrack reporter is closed (the process is exiting)")
-            while may_block and len(self._queue) >= self.max_pending:
-                self._cond.wait()
-            self._queue.append(task)
-            self._urgent = self._urgent or wait
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="jaxtrack-reporter", daemon=True)
-                self._thread.start()
-            # A lingering worker wakes by itself; waking it for every report would
-            # take the interpreter lock from the training thread each time.
-            if self._idle or self._should_deliver():
+        if self._closed:
+            raise RuntimeError("the jaxtrack reporter is closed (the process is exiting)")
+        if may_block and len(self._queue) >= self.max_pending:
+            with self._cond:
+                while len(self._queue) >= self.max_pending and not self._closed:
+                    self._cond.wait()
+        # The common case takes no lock: deque.append is atomic, and the worker,
+        # lingering, wakes by itself. The lock (contended by the worker) is taken
+        # only to start the worker, wake an idle one, or hurry a lingering one.
+        # The worker marks itself idle before it looks at the queue, so a task
+        # appended here is either seen by that look or followed by a wake-up.
+        self._queue.append(task)
+        if self._thread is None or self._idle or wait or len(self._queue) >= self.max_pending // 2:
+            with self._cond:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="jaxtrack-reporter", daemon=True)
+                    self._thread.start()
+                self._urgent = self._urgent or wait
                 self._cond.notify_all()
         if task.done is not None:
             task.done.wait()
@@ -165,12 +170,12 @@ class Reporter:
     def _run(self) -> None:
         while True:
             with self._cond:
+                self._idle = True
                 while not self._queue and not self._closed:
-                    self._idle = True
                     woken = self._cond.wait(IDLE_FLUSH_SECS if self._unflushed else None)
-                    self._idle = False
-                    if not woken and self._unflushed:
+                    if not woken and self._unflushed and not self._queue:
                         break  # idle: write out what the trackers buffered
+                self._idle = False
                 if not self._queue:
                     if self._closed:
                         return
@@ -180,8 +185,8 @@ class Reporter:
                     if self.linger_secs > 0:
                         self._cond.wait_for(self._should_deliver, timeout=self.linger_secs)
                     self._urgent = False
-                    batch = list(self._queue)
-                    self._queue.clear()
+                    # popleft, not list() + clear(): callers append without the lock.
+                    batch = [self._queue.popleft() for _ in range(len(self._queue))]
                     idle = []
                 self._busy = True
                 self._cond.notify_all()  # room for callers waiting on a full queue

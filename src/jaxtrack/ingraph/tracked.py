@@ -119,7 +119,14 @@ class Layout:
         states = self.unpack(packed)
         with np.errstate(divide="ignore", invalid="ignore"):
             results = {f"{prefix}{spec.name}": spec.reduction.result(states[spec.name], xp=np) for spec in self.specs}
-        return flatten(results)
+        # Python scalars for 0-d results: what every backend writes fastest.
+        return {key: _scalar_or_array(value) for key, value in flatten(results).items()}
+
+
+def _scalar_or_array(value: Any) -> Any:
+    if isinstance(value, (np.ndarray, np.generic)) and value.ndim == 0:
+        return value.item()
+    return value
 
 
 class _NewMetrics(Exception):
