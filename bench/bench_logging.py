@@ -96,8 +96,11 @@ class Setup:
 Variant = Callable[[int, Callable[[], None] | None], None]
 
 
-def make_variants(setup: Setup, logdir: str) -> dict[str, Variant]:
-    """Each variant: ``run(num_steps, sample)`` trains from its own state; ``sample`` is called every step if given."""
+def make_variants(setup: Setup, logdir: str, trackers: list[jt.Tracker]) -> dict[str, Variant]:
+    """Each variant: ``run(num_steps, sample)`` trains from its own state; ``sample`` is called every step if given.
+
+    The trackers the variants write to are added to ``trackers``, to be finished afterwards.
+    """
     core = setup.core
     x, y = setup.x, setup.y
     variants: dict[str, Variant] = {}
@@ -128,6 +131,7 @@ def make_variants(setup: Setup, logdir: str) -> dict[str, Variant]:
     variants["baseline"] = stateful(baseline_body)
 
     naive_tb = TensorboardTracker(os.path.join(logdir, "naive"))
+    trackers.append(naive_tb)
 
     def naive_body(params: Any, opt: Any, step: int) -> tuple[Any, Any]:
         params, opt, metrics = baseline(params, opt, x, y)
@@ -137,6 +141,7 @@ def make_variants(setup: Setup, logdir: str) -> dict[str, Variant]:
     variants["naive"] = stateful(naive_body)
 
     buffer_tb = TensorboardTracker(os.path.join(logdir, "flax_buffer"))
+    trackers.append(buffer_tb)
     buffered: list[dict[str, jax.Array]] = []
 
     def buffer_body(params: Any, opt: Any, step: int) -> tuple[Any, Any]:
@@ -151,6 +156,7 @@ def make_variants(setup: Setup, logdir: str) -> dict[str, Variant]:
     variants["flax_buffer"] = stateful(buffer_body)
 
     callback_tb = TensorboardTracker(os.path.join(logdir, "debug_callback"))
+    trackers.append(callback_tb)
 
     def write_from_callback(step: Any, metrics: dict[str, Any]) -> None:
         callback_tb.log({k: float(v) for k, v in metrics.items()}, step=int(step))
@@ -168,6 +174,7 @@ def make_variants(setup: Setup, logdir: str) -> dict[str, Variant]:
 
     for interval in INTERVALS:
         tracker = jt.CompositeTracker([TensorboardTracker(os.path.join(logdir, f"jaxtrack_{interval}"))])
+        trackers.append(tracker)
         tracked = jt.jit(lambda params, opt, x, y: _log_and_return(core(params, opt, x, y)), donate_argnums=(0, 1))
 
         def tracked_body(
@@ -201,7 +208,8 @@ def memory_growth(run: Variant, steps: int) -> int:
 
 def bench_size(name: str, rounds: int, steps: int, logdir: str) -> list[dict[str, Any]]:
     setup = Setup(*SIZES[name])
-    variants = make_variants(setup, os.path.join(logdir, name))
+    trackers: list[jt.Tracker] = []
+    variants = make_variants(setup, os.path.join(logdir, name), trackers)
     for run in variants.values():  # compile and warm every variant
         run(20, None)
     times: dict[str, list[float]] = {v: [] for v in variants}
@@ -229,6 +237,9 @@ def bench_size(name: str, rounds: int, steps: int, logdir: str) -> list[dict[str
                 "target": TARGETS.get((name, variant)),
             }
         )
+    jt.flush()
+    for tracker in trackers:  # the next step size starts from a clean slate
+        tracker.finish()
     naive_ratio = next(r["ratio"] for r in rows if r["variant"] == "naive")
     for row in rows:
         if name == "tiny" and row["variant"].startswith("jaxtrack_") and row["target"] is None:
