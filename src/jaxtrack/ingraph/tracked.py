@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxtrack import reporter, tracking
 from jaxtrack.ingraph.capture import is_tracing, open_frame
-from jaxtrack.ingraph.reductions import Reduction, State
+from jaxtrack.ingraph.reductions import Mean, Reduction, State
 from jaxtrack.trackers.base import Tracker
 from jaxtrack.values import flatten
 
@@ -114,11 +114,33 @@ class Layout:
             array.setflags(write=False)
         return arrays
 
+    @functools.cached_property
+    def _scalar_means(self) -> tuple[list[int], np.ndarray, np.ndarray, list[MetricSpec]]:
+        """Scalar ``mean`` metrics whose sum and count share one vector: finished with one division."""
+        picked, sums, counts = [], [], []
+        for i, (spec, slots) in enumerate(zip(self.specs, self._slots, strict=True)):
+            if isinstance(spec.reduction, Mean) and spec.shape == () and slots[0][:2] == slots[1][:2] == ("vec", 0):
+                picked.append(i)
+                sums.append(slots[0][2])
+                counts.append(slots[1][2])
+        rest = [spec for i, spec in enumerate(self.specs) if i not in set(picked)]
+        return picked, np.asarray(sums, dtype=np.intp), np.asarray(counts, dtype=np.intp), rest
+
     def results_on_host(self, packed: tuple[np.ndarray, ...], prefix: str = "") -> dict[str, Any]:
-        """The reduced values from a fetched accumulator, computed with NumPy."""
-        states = self.unpack(packed)
+        """The reduced values from a fetched accumulator, computed with NumPy, in logging order."""
+        picked, sums, counts, rest = self._scalar_means
+        by_index: dict[int, Any] = {}
         with np.errstate(divide="ignore", invalid="ignore"):
-            results = {f"{prefix}{spec.name}": spec.reduction.result(states[spec.name], xp=np) for spec in self.specs}
+            if picked:
+                # The common case, vectorised: every scalar mean in one division.
+                vector = np.asarray(packed[0])
+                by_index.update(zip(picked, (vector[sums] / vector[counts]).tolist(), strict=True))
+            if rest:
+                states = self.unpack(packed)
+                for i, spec in enumerate(self.specs):
+                    if i not in by_index:
+                        by_index[i] = spec.reduction.result(states[spec.name], xp=np)
+        results = {f"{prefix}{spec.name}": by_index[i] for i, spec in enumerate(self.specs)}
         # Python scalars for 0-d results: what every backend writes fastest.
         return {key: _scalar_or_array(value) for key, value in flatten(results).items()}
 

@@ -273,6 +273,8 @@ def _tb() -> types.SimpleNamespace:
 def _summary_value(key: str, value: HostValue, with_metadata: bool) -> Any:
     """One ``Summary.Value``; the plugin metadata is needed only on a tag's first write (as ``tf.summary`` does)."""
     tb = _tb()
+    if type(value) is float:  # the common case first
+        return _scalar_value(tb, key, value, with_metadata)
     if value is None:
         return None
     if isinstance(value, str):
@@ -293,16 +295,23 @@ def _summary_value(key: str, value: HostValue, with_metadata: bool) -> Any:
         try:
             number = float(value)
         except OverflowError:
-            number = math.inf
-        if math.isfinite(number) and abs(number) > _FLOAT32_MAX:
-            raise ValueError(f"metric {key!r}: {value!r} is too large for a TensorBoard scalar (float32)")
-        # Built directly: tensor_util.make_tensor_proto costs tens of microseconds per scalar.
-        # float32, as tf.summary.scalar writes: TensorBoard's Rust data server ignores other dtypes.
-        tensor = tb.tensor_pb2.TensorProto(
-            dtype=tb.types_pb2.DT_FLOAT, tensor_shape=tb.tensor_shape_pb2.TensorShapeProto(), float_val=[number]
-        )
-        metadata = _scalar_metadata()
+            raise ValueError(f"metric {key!r}: {value!r} is too large for a TensorBoard scalar (float32)") from None
+        return _scalar_value(tb, key, number, with_metadata)
     return tb.summary_pb2.Summary.Value(tag=key, tensor=tensor, metadata=metadata if with_metadata else None)
+
+
+def _scalar_value(tb: types.SimpleNamespace, key: str, number: float, with_metadata: bool) -> Any:
+    # Built directly: tensor_util.make_tensor_proto costs tens of microseconds per scalar.
+    # float32, as tf.summary.scalar writes: TensorBoard's Rust data server ignores other dtypes.
+    if math.isfinite(number) and abs(number) > _FLOAT32_MAX:
+        raise ValueError(f"metric {key!r}: {number!r} is too large for a TensorBoard scalar (float32)")
+    tensor = tb.tensor_pb2.TensorProto(dtype=tb.types_pb2.DT_FLOAT, tensor_shape=_scalar_shape(), float_val=[number])
+    return tb.summary_pb2.Summary.Value(tag=key, tensor=tensor, metadata=_scalar_metadata() if with_metadata else None)
+
+
+@functools.cache
+def _scalar_shape() -> Any:
+    return _tb().tensor_shape_pb2.TensorShapeProto()
 
 
 @functools.cache
