@@ -9,10 +9,11 @@ the trackers. A slow backend therefore never holds up training; a backend that
 raises is reported once by name, counted, and the others go on.
 
 The queue is bounded (``max_pending`` tasks): when it is full the caller
-waits for room rather than drop data. After each delivery the worker lingers
-(``linger_secs``) so that reports made every step are fetched and written in
-batches instead of waking it, and taking the interpreter lock, every step;
-``flush`` and waiting calls cut the linger short.
+waits for room rather than drop data. Before delivering, the worker lingers
+(up to ``linger_secs``, or until 64 reports wait) so that reports are fetched
+and written in batches instead of waking it, and taking a core and the
+interpreter lock from training, for each one; ``flush`` and waiting calls cut
+the linger short.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from jaxtrack.trackers.base import Tracker
 logger = logging.getLogger("jaxtrack")
 
 DEFAULT_MAX_PENDING = 1024
-DEFAULT_LINGER_SECS = 0.05
+DEFAULT_LINGER_SECS = 0.5
+DEFAULT_BATCH = 64
 IDLE_FLUSH_SECS = 2.0
 """Once the queue has been empty this long, trackers written to since are flushed."""
 
@@ -81,6 +83,9 @@ class Reporter:
             raise ValueError(f"max_pending must be at least 1, got {max_pending}")
         self.max_pending = max_pending
         self.linger_secs = linger_secs
+        # Deliver once this many wait: few wake-ups when reports are rare, and
+        # short hold of the interpreter lock per batch when they are frequent.
+        self._batch = min(DEFAULT_BATCH, max(1, max_pending // 2))
         self._urgent = False  # someone waits: deliver without lingering
         self.errors = DeliveryErrors()
         self._queue: collections.deque[_Task] = collections.deque()
@@ -126,7 +131,7 @@ class Reporter:
         # The worker marks itself idle before it looks at the queue, so a task
         # appended here is either seen by that look or followed by a wake-up.
         self._queue.append(task)
-        if self._thread is None or self._idle or wait or len(self._queue) >= self.max_pending // 2:
+        if self._thread is None or self._idle or wait or len(self._queue) >= self._batch:
             with self._cond:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="jaxtrack-reporter", daemon=True)
@@ -200,7 +205,7 @@ class Reporter:
                     self._cond.notify_all()
 
     def _should_deliver(self) -> bool:
-        return self._urgent or self._closed or len(self._queue) >= self.max_pending // 2
+        return self._urgent or self._closed or len(self._queue) >= self._batch
 
     def _deliver(self, batch: list[_Task]) -> None:
         host_args = _fetch([task.args for task in batch])
