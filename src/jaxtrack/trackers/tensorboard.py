@@ -1,8 +1,9 @@
 """TensorBoard event files, written with the ``tensorboard`` package alone (no TensorFlow, no PyTorch).
 
-Scalars go to the Scalars dashboard (as float32, the only scalar type
-TensorBoard's default Rust data server reads; steps are int64), strings to Text, arrays (one or more dimensions) and
-:class:`~jaxtrack.Histogram` values to Histograms/Distributions,
+Scalars go to the Scalars dashboard (as ``simple_value``, TensorBoard's
+float32 scalar that both of its loaders read; steps are int64), strings to
+Text, arrays (one or more dimensions) and :class:`~jaxtrack.Histogram`
+values to Histograms/Distributions,
 :class:`~jaxtrack.Image` values to Images, and hyperparameters to the HParams
 dashboard. Needs ``pip install 'jaxtrack[tensorboard]'``.
 
@@ -249,7 +250,6 @@ def _tb() -> types.SimpleNamespace:
     from tensorboard.plugins.histogram import metadata as histogram_metadata
     from tensorboard.plugins.hparams import summary_v2 as hparams_summary
     from tensorboard.plugins.image import metadata as image_metadata
-    from tensorboard.plugins.scalar import metadata as scalar_metadata
     from tensorboard.plugins.text import metadata as text_metadata
     from tensorboard.summary.writer.record_writer import RecordWriter
     from tensorboard.util import tensor_util
@@ -263,7 +263,6 @@ def _tb() -> types.SimpleNamespace:
         histogram_metadata=histogram_metadata,
         hparams_summary=hparams_summary,
         image_metadata=image_metadata,
-        scalar_metadata=scalar_metadata,
         text_metadata=text_metadata,
         RecordWriter=RecordWriter,
         tensor_util=tensor_util,
@@ -274,7 +273,7 @@ def _summary_value(key: str, value: HostValue, with_metadata: bool) -> Any:
     """One ``Summary.Value``; the plugin metadata is needed only on a tag's first write (as ``tf.summary`` does)."""
     tb = _tb()
     if type(value) is float:  # the common case first
-        return _scalar_value(tb, key, value, with_metadata)
+        return _scalar_value(tb, key, value)
     if value is None:
         return None
     if isinstance(value, str):
@@ -296,27 +295,16 @@ def _summary_value(key: str, value: HostValue, with_metadata: bool) -> Any:
             number = float(value)
         except OverflowError:
             raise ValueError(f"metric {key!r}: {value!r} is too large for a TensorBoard scalar (float32)") from None
-        return _scalar_value(tb, key, number, with_metadata)
+        return _scalar_value(tb, key, number)
     return tb.summary_pb2.Summary.Value(tag=key, tensor=tensor, metadata=metadata if with_metadata else None)
 
 
-def _scalar_value(tb: types.SimpleNamespace, key: str, number: float, with_metadata: bool) -> Any:
-    # Built directly: tensor_util.make_tensor_proto costs tens of microseconds per scalar.
-    # float32, as tf.summary.scalar writes: TensorBoard's Rust data server ignores other dtypes.
+def _scalar_value(tb: types.SimpleNamespace, key: str, number: float) -> Any:
+    # Summary.Value.simple_value: TensorBoard's classic float32 scalar, read by both
+    # of its loaders, and a third of the bytes (to checksum) of a tensor-plugin scalar.
     if math.isfinite(number) and abs(number) > _FLOAT32_MAX:
         raise ValueError(f"metric {key!r}: {number!r} is too large for a TensorBoard scalar (float32)")
-    tensor = tb.tensor_pb2.TensorProto(dtype=tb.types_pb2.DT_FLOAT, tensor_shape=_scalar_shape(), float_val=[number])
-    return tb.summary_pb2.Summary.Value(tag=key, tensor=tensor, metadata=_scalar_metadata() if with_metadata else None)
-
-
-@functools.cache
-def _scalar_shape() -> Any:
-    return _tb().tensor_shape_pb2.TensorShapeProto()
-
-
-@functools.cache
-def _scalar_metadata() -> Any:
-    return _tb().scalar_metadata.create_summary_metadata(display_name="", description="")
+    return tb.summary_pb2.Summary.Value(tag=key, simple_value=number)
 
 
 def _png(image: np.ndarray) -> bytes:
