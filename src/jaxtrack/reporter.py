@@ -209,8 +209,12 @@ class Reporter:
 
     def _deliver(self, batch: list[_Task]) -> None:
         host_args = _fetch([task.args for task in batch])
-        for task, args in zip(batch, host_args, strict=True):
+        for done, (task, args) in enumerate(zip(batch, host_args, strict=True), 1):
             self._call(task, args)
+            if done % 8 == 0:
+                # Let the training thread take the interpreter lock to dispatch
+                # now and then, instead of waiting for the whole batch.
+                time.sleep(0)
             if task.method != "finish":
                 self._unflushed[id(task.tracker)] = task.tracker
             else:
