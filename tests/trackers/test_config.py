@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import textwrap
@@ -218,13 +219,7 @@ assert "thirdparty" in jt.TrackerConfig.choices()
 tracker = jt.init_tracker("type: thirdparty\\ngreeting: hello", run_id="r9")
 print(tracker.name)
 """
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**_env(), "PYTHONPATH": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _run_with_plugin(tmp_path, script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "thirdparty-hello-r9"
 
@@ -238,19 +233,19 @@ try:
 except jt.TrackerConfigError as error:
     print(error)
 """
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**_env(), "PYTHONPATH": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _run_with_plugin(tmp_path, script)
     assert "thirdparty_tracker:ThirdPartyConfig" in result.stdout
     assert "thirdparty-tracker" in result.stdout
     assert "needs mlflow" in result.stdout
 
 
-def _env() -> dict[str, str]:
-    import os
-
-    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+def _run_with_plugin(plugin_dir, script: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``script`` in a fresh interpreter that sees only the plugin made in ``plugin_dir``."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env={**env, "PYTHONPATH": str(plugin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
