@@ -312,6 +312,15 @@ def test_log_configuration_config_dict_and_dict():
         assert document == {"model": {"width": 256}, "lr": 0.1}
 
 
+def test_log_configuration_leaves_no_temporary_file_behind():
+    tracker = RecordingTracker()
+    with jt.current_tracker(tracker):
+        jt.log_configuration({"lr": 0.1})
+    ((path, _, _, content),) = tracker.artifacts
+    assert content is not None and b"lr: 0.1" in content  # the tracker had the file while it was called
+    assert not os.path.exists(os.path.dirname(path))
+
+
 def test_log_configuration_rejects_other_types():
     with jt.current_tracker(RecordingTracker()), pytest.raises(TypeError, match="list"):
         jt.log_configuration([1, 2])

@@ -195,11 +195,12 @@ def log_configuration(config: Any, *, name: str = "config") -> None:
     tracker = _get()
     plain = _plain(_config_to_dict(config))
     reporter.call_soon(tracker, "log_hyperparameters", plain)
-    directory = tempfile.mkdtemp(prefix="jaxtrack-config-")
-    path = os.path.join(directory, f"{safe_file_name(name)}.yaml")
-    with open(path, "w", encoding="utf-8") as file:
-        yaml.safe_dump(plain, file, sort_keys=False, allow_unicode=True)
-    reporter.call_soon(tracker, "log_artifact", path, name=name, type="config", wait=True)
+    with tempfile.TemporaryDirectory(prefix="jaxtrack-config-") as directory:
+        path = os.path.join(directory, f"{safe_file_name(name)}.yaml")
+        with open(path, "w", encoding="utf-8") as file:
+            yaml.safe_dump(plain, file, sort_keys=False, allow_unicode=True)
+        # Waits until the backends have taken (copied) the file, as log_artifact does.
+        reporter.call_soon(tracker, "log_artifact", path, name=name, type="config", wait=True)
 
 
 def get_tracker(name: str) -> Tracker:
