@@ -560,3 +560,28 @@ def test_constants_and_python_numbers_can_be_logged():
     taken = step.take_metrics()
     assert _floats(taken) == pytest.approx({"lr": 0.2, "const": 0.5, "count": 1.0, "flag": 1.0, "total": 2.0})
     assert np.issubdtype(taken["total"].dtype, np.integer)
+
+
+# -- memory: O(1) in the steps of an interval ---------------------------------------------------
+
+
+def test_accumulator_and_live_memory_do_not_grow_with_the_steps_of_an_interval():
+    @jt.jit(donate_argnums=0)
+    def step(x):
+        jt.jit_log({"mean": x.mean(), "hist": x}, reduce="mean")
+        jt.jit_log({"dist": x}, reduce="histogram")
+        jt.jit_log({"spread": x}, reduce="stats")
+        return x + 1.0
+
+    x = step(jnp.zeros((64,)))
+    jax.block_until_ready(x)
+    accumulator_bytes = sum(a.nbytes for a in step._acc)
+    samples = []
+    for _ in range(500):
+        x = step(x)
+        samples.append(sum(a.nbytes for a in jax.live_arrays()))
+    jax.block_until_ready(x)
+    # The accumulator has the same size after 500 steps, and nothing else piles up.
+    assert sum(a.nbytes for a in step._acc) == accumulator_bytes
+    assert max(samples[100:]) <= max(samples[:100])
+    assert step.steps_since_take == 501
