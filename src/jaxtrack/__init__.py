@@ -5,6 +5,7 @@
 ...     jt.log({"loss": 0.5}, step=0)
 """
 
+from jaxtrack import callbacks
 from jaxtrack._optional import MissingExtraError
 from jaxtrack.ingraph import (
     NestedTransformError,
@@ -48,6 +49,7 @@ from jaxtrack.values import Histogram, Image, flatten
 __version__ = "0.1.0"
 
 __all__ = [
+    "callbacks",
     "scan",
     "jit_log",
     "jit",

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxtrack.trackers.base import Tracker
 
@@ -66,6 +67,64 @@ class DeliveryErrors:
         )
 
 
+class ReportedValues:
+    """Every metric value logged through the reporter, as the backends received it, in order.
+
+    Appended on the reporter's thread when it hands a ``log`` call to a
+    tracker (host values, already fetched), so callbacks such as
+    :class:`jaxtrack.callbacks.TerminateOnNaN` act on every reported value
+    without another device sync. Readers keep the ``version`` they have read
+    up to. Numbers are kept as they are; of an array only whether all its
+    elements are finite. The log holds the last ``capacity`` values.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._lock = threading.Lock()
+        self._log: collections.deque[tuple[int, str, int | None, Any]] = collections.deque(maxlen=capacity)
+        self.version = 0
+
+    def update(self, metrics: Any, step: int | None) -> None:
+        from jaxtrack.values import flatten
+
+        try:
+            flat = flatten(metrics)
+        except (TypeError, ValueError):
+            return  # the tracker call reports it
+        entries = [(key, _summary_of(value)) for key, value in flat.items()]
+        with self._lock:
+            for key, value in entries:
+                if value is not _SKIP:
+                    self.version += 1
+                    self._log.append((self.version, key, step, value))
+
+    def since(self, version: int) -> list[tuple[str, int | None, Any]]:
+        """``(key, step, value)`` of every value reported after ``version``, in order."""
+        with self._lock:
+            return [(key, step, value) for v, key, step, value in self._log if v > version]
+
+
+_SKIP = object()
+
+
+def _summary_of(value: Any) -> Any:
+    """A number as is; an array as ``NonFinite`` if it holds NaN/Inf, else skipped; other values skipped."""
+    if isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)) and value.dtype.kind in "biuf":
+        if value.ndim == 0:
+            return value.item()
+        count = int((~np.isfinite(value)).sum()) if value.dtype.kind == "f" else 0
+        return NonFinite(count) if count else _SKIP
+    return _SKIP
+
+
+@dataclasses.dataclass(frozen=True)
+class NonFinite:
+    """An array value with ``count`` NaN or infinite elements (as :class:`ReportedValues` records it)."""
+
+    count: int
+
+
 class Reporter:
     """A worker thread that calls trackers in submission order.
 
@@ -88,6 +147,7 @@ class Reporter:
         self._batch = min(DEFAULT_BATCH, max(1, max_pending // 2))
         self._urgent = False  # someone waits: deliver without lingering
         self.errors = DeliveryErrors()
+        self.reported = ReportedValues()
         self._queue: collections.deque[_Task] = collections.deque()
         self._cond = threading.Condition()
         self._busy = False  # the worker holds tasks it took from the queue
@@ -225,6 +285,8 @@ class Reporter:
             args = task.args if args is None else args
             if task.prepare is not None:
                 args = task.prepare(*args)
+            if task.method == "log" and args:
+                self.reported.update(args[0], task.kwargs.get("step"))
             getattr(task.tracker, task.method)(*args, **task.kwargs)
         except Exception as error:  # noqa: BLE001 - one backend's failure must not stop the others
             self._record(task, error)

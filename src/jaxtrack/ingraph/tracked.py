@@ -14,7 +14,7 @@ import functools
 import inspect
 import threading
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -222,12 +222,15 @@ class TrackedFunction:
         # A tuple keeps the order the metrics were logged in (jit sorts dict keys).
         return dict(zip(layout.result_keys, leaves, strict=True))
 
-    def report(self, step: int, *, tracker: Tracker | None = None, prefix: str = "") -> bool:
+    def report(
+        self, step: int, *, tracker: Tracker | None = None, prefix: str = "", extra: Mapping[str, Any] | None = None
+    ) -> bool:
         """Takes the interval's metrics and queues them for ``tracker`` (default: the current one) at ``step``.
 
         Never waits for the device and launches nothing: the background
-        reporter fetches the values and calls the tracker. Returns whether
-        there was anything to report.
+        reporter fetches the values and calls the tracker. ``extra`` host
+        values (timings, say) go into the same report. Returns whether there
+        was anything to report.
 
         >>> import jax.numpy as jnp, jaxtrack as jt
         >>> @jt.jit
@@ -245,12 +248,13 @@ class TrackedFunction:
         layout, acc = taken
         # The accumulator itself goes to the reporter, which fetches it and
         # finishes the reductions with NumPy: no launch on this thread.
+        extra = dict(extra or {})
         reporter.call_soon(
             tracker or tracking.current_tracker(),
             "log",
             acc,
             step=step,
-            prepare=lambda host_acc: (layout.results_on_host(host_acc, prefix),),
+            prepare=lambda host_acc: ({**layout.results_on_host(host_acc, prefix), **extra},),
         )
         return True
 

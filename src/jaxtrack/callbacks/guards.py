@@ -1,0 +1,146 @@
+"""Guards that stop training from reported values: ``TerminateOnNaN`` and ``EarlyStopping``.
+
+They read what the background reporter already fetched for the trackers
+(:class:`jaxtrack.reporter.ReportedValues`), so they cost no device sync and
+need no wiring: put them in the same hooks list as ``ReportMetrics``. A value
+is seen once the reporter has delivered it, so a NaN may be noticed a few
+steps after it was reported; ``on_end`` waits for the reporter and looks once
+more, so it is never missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from jaxtrack import reporter, tracking
+from jaxtrack.callbacks.base import Callback, StopTraining
+from jaxtrack.reporter import NonFinite
+
+logger = logging.getLogger(__name__)
+
+
+class _ReportedValuesReader(Callback):
+    """Reads the values reported since the last look, every one of them, in order."""
+
+    def __init__(self) -> None:
+        # Values reported before the guard existed are not its business.
+        self._seen = reporter.default_reporter().reported.version
+
+    def _fresh(self) -> list[tuple[str, int | None, Any]]:
+        board = reporter.default_reporter().reported
+        if board.version == self._seen:
+            return []
+        version = board.version
+        fresh = board.since(self._seen)
+        self._seen = version
+        return fresh
+
+    def _stop(self, reason: str, step: int) -> None:
+        # Mark the run, so the reason is recorded with it, then stop the loop.
+        tracking.log_summary({"stopped_early": reason, "stopped_at_step": step})
+        raise StopTraining(reason, step=step)
+
+
+class TerminateOnNaN(_ReportedValuesReader):
+    """Stops training (raises :class:`StopTraining`) once a reported metric is NaN or infinite.
+
+    ``keys`` limits the check to those metrics (default: every numeric one).
+
+    >>> from jaxtrack.callbacks import TerminateOnNaN
+    >>> guard = TerminateOnNaN(keys=["train/loss"])
+    """
+
+    def __init__(self, *, keys: Iterable[str] | None = None) -> None:
+        super().__init__()
+        self.keys = None if keys is None else set(keys)
+
+    def on_step(self, step: int, **context: Any) -> None:
+        for key, at, value in self._fresh():
+            if (self.keys is None or key in self.keys) and not _finite(value):
+                self._stop(f"{key} is {_describe(value)} at step {at}", step)
+
+    def on_end(self, step: int, **context: Any) -> None:
+        tracking.flush()
+        for key, at, value in self._fresh():
+            if (self.keys is None or key in self.keys) and not _finite(value):
+                logger.warning("jaxtrack: %s is %s at step %s (seen as training ended)", key, _describe(value), at)
+                tracking.log_summary({"nonfinite_metric": key, "nonfinite_at_step": at})
+
+
+class EarlyStopping(_ReportedValuesReader):
+    """Stops training when ``monitor`` has not improved for ``patience`` reports.
+
+    ``mode`` is ``"min"`` (a loss) or ``"max"`` (an accuracy); a report
+    improves on the best so far only by more than ``min_delta``. The best
+    value and its step are in :attr:`best` and :attr:`best_step`.
+
+    >>> from jaxtrack.callbacks import EarlyStopping
+    >>> stopper = EarlyStopping("eval/loss", mode="min", patience=3)
+    """
+
+    def __init__(
+        self, monitor: str, *, mode: Literal["min", "max"] = "min", patience: int = 5, min_delta: float = 0.0
+    ) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"EarlyStopping mode must be 'min' or 'max', got {mode!r}")
+        if patience < 1:
+            raise ValueError(f"EarlyStopping patience must be at least 1, got {patience!r}")
+        if min_delta < 0:
+            raise ValueError(f"EarlyStopping min_delta must be >= 0, got {min_delta!r}")
+        super().__init__()
+        self.monitor = monitor
+        self.mode = mode
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.waited = 0
+
+    def on_step(self, step: int, **context: Any) -> None:
+        if self._consume() and self.waited >= self.patience:
+            self._stop(
+                f"{self.monitor} did not improve on {self.best:.6g} (step {self.best_step}) for {self.patience} reports",
+                step,
+            )
+
+    def on_end(self, step: int, **context: Any) -> None:
+        # Takes in the last reports, so best and best_step describe the whole run.
+        tracking.flush()
+        self._consume()
+
+    def _consume(self) -> bool:
+        """Folds in the monitored values reported since the last look; whether patience ran out."""
+        for key, at, value in self._fresh():
+            if key != self.monitor or isinstance(value, NonFinite):
+                continue
+            current = float(value)
+            if self.best is None or self._improves(current):
+                self.best, self.best_step, self.waited = current, at, 0
+            else:
+                self.waited += 1
+                if self.waited >= self.patience:
+                    return True
+        return False
+
+    def _improves(self, current: float) -> bool:
+        assert self.best is not None
+        if math.isnan(current):
+            return False
+        if self.mode == "min":
+            return current < self.best - self.min_delta
+        return current > self.best + self.min_delta
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, NonFinite):
+        return False
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, NonFinite):
+        return f"an array with {value.count} non-finite element(s)"
+    return str(value)
