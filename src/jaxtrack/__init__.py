@@ -7,6 +7,7 @@
 
 from jaxtrack import callbacks
 from jaxtrack._optional import MissingExtraError
+from jaxtrack.callbacks import StopTraining, train
 from jaxtrack.ingraph import (
     NestedTransformError,
     TrackedFunction,
@@ -49,6 +50,8 @@ from jaxtrack.values import Histogram, Image, flatten
 __version__ = "0.1.0"
 
 __all__ = [
+    "StopTraining",
+    "train",
     "callbacks",
     "scan",
     "jit_log",

@@ -7,6 +7,7 @@ no error. A callback ends training by raising :class:`StopTraining`.
 
 from jaxtrack.callbacks.base import Callback, CallbackList, LambdaCallback, PeriodicCallback, StopTraining
 from jaxtrack.callbacks.guards import EarlyStopping, TerminateOnNaN
+from jaxtrack.callbacks.loop import Loop, train
 from jaxtrack.callbacks.report import ReportMetrics
 from jaxtrack.callbacks.schedule import Schedule
 
@@ -15,9 +16,11 @@ __all__ = [
     "CallbackList",
     "EarlyStopping",
     "LambdaCallback",
+    "Loop",
     "PeriodicCallback",
     "ReportMetrics",
     "Schedule",
     "StopTraining",
     "TerminateOnNaN",
+    "train",
 ]

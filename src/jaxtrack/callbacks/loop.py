@@ -1,0 +1,144 @@
+"""A small training loop for users who do not write their own: ``jaxtrack.train`` and ``Loop``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from jaxtrack import tracking
+from jaxtrack.callbacks.base import Callback, CallbackList, PeriodicCallback, StopTraining
+
+logger = logging.getLogger(__name__)
+
+
+class Loop:
+    """Runs ``state = step_fn(state, batch)`` for a number of steps, calling callbacks after each.
+
+    Callbacks get the step and ``state=`` by keyword. A callback with a
+    ``restore(state) -> (state, step)`` method (``Checkpoint``) is asked for
+    the latest saved state first, and the loop resumes after that step.
+    :class:`StopTraining` ends the loop cleanly; any other exception or
+    Ctrl-C still ends the callbacks, marks the run's summary, and finishes the
+    current tracker before it propagates.
+
+    >>> import itertools, jaxtrack as jt
+    >>> loop = jt.callbacks.Loop(lambda state, batch: state + batch, num_steps=4)
+    >>> @loop.add_callback(every_steps=2)
+    ... def show(step, state):
+    ...     print(step, state)
+    >>> loop.run(0, itertools.repeat(1))
+    2 2
+    4 4
+    4
+    """
+
+    def __init__(
+        self,
+        step_fn: Callable[[Any, Any], Any],
+        *,
+        num_steps: int,
+        callbacks: Sequence[Callback | Callable[..., Any]] = (),
+    ) -> None:
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
+            raise ValueError(f"num_steps must be a non-negative integer, got {num_steps!r}")
+        self.step_fn = step_fn
+        self.num_steps = num_steps
+        self.callbacks = CallbackList(callbacks)
+
+    def add_callback(
+        self,
+        callback: Callback | Callable[..., Any] | None = None,
+        *,
+        every_steps: int | None = None,
+        every_secs: float | None = None,
+        on_steps: Iterable[int] | None = None,
+    ) -> Any:
+        """Adds a callback; with a schedule, a function ``fn(step, **context)`` runs when due.
+
+        Usable as ``loop.add_callback(cb)``, ``@loop.add_callback`` and
+        ``@loop.add_callback(every_steps=100)``; returns what it was given.
+        """
+        scheduled = every_steps is not None or every_secs is not None or on_steps is not None
+
+        def add(fn: Callback | Callable[..., Any]) -> Callback | Callable[..., Any]:
+            if scheduled:
+                if isinstance(fn, Callback):
+                    raise TypeError("a schedule is for a function; give a Callback its own schedule")
+                self.callbacks.append(
+                    PeriodicCallback(fn, every_steps=every_steps, every_secs=every_secs, on_steps=on_steps)
+                )
+            else:
+                self.callbacks.append(fn)
+            return fn
+
+        return add if callback is None else add(callback)
+
+    def run(self, state: Any, batches: Iterable[Any]) -> Any:
+        """Trains from ``state`` on ``batches``; returns the final state."""
+        state, start = self._restore(state)
+        completed = start - 1  # the last step whose new state exists
+        batch_iter = iter(batches)
+        self.callbacks.on_begin(start, state=state)
+        started = time.monotonic()
+        try:
+            for step in range(start, self.num_steps + 1):
+                try:
+                    batch = next(batch_iter)
+                except StopIteration:
+                    logger.info("jaxtrack: the batches ran out after step %d of %d", completed, self.num_steps)
+                    break
+                state = self.step_fn(state, batch)
+                completed = step
+                self.callbacks(step, state=state)
+        except StopTraining as stop:
+            logger.info("jaxtrack: training stopped at step %d: %s", completed, stop.reason)
+        except BaseException as error:  # also Ctrl-C: the data logged so far must reach the backends
+            self._end(completed, state)
+            status = "interrupted" if isinstance(error, KeyboardInterrupt) else f"failed: {type(error).__name__}"
+            tracking.log_summary({"status": status, "last_step": completed})
+            tracking.finish()
+            raise
+        self._end(completed, state)
+        logger.info("jaxtrack: %d steps in %.1f s", completed - start + 1, time.monotonic() - started)
+        return state
+
+    def _end(self, step: int, state: Any) -> None:
+        try:
+            self.callbacks.on_end(step, state=state)
+        finally:
+            tracking.flush()
+
+    def _restore(self, state: Any) -> tuple[Any, int]:
+        for callback in self.callbacks:
+            restore = getattr(callback, "restore", None)
+            if callable(restore):
+                restored, step = restore(state)
+                if step is not None:
+                    logger.info("jaxtrack: resuming after step %d", step)
+                    return restored, step + 1
+        return state, 1
+
+
+def train(
+    step_fn: Callable[[Any, Any], Any],
+    state: Any,
+    batches: Iterable[Any],
+    num_steps: int,
+    *,
+    callbacks: Sequence[Callback | Callable[..., Any]] = (),
+) -> Any:
+    """Runs ``state = step_fn(state, batch)`` for steps 1..``num_steps``, with callbacks; returns the state.
+
+    See :class:`Loop` (which this builds and runs) for restoring from a
+    checkpoint and how stopping and failures end the run.
+
+    >>> import itertools, jaxtrack as jt
+    >>> jt.train(lambda state, batch: state + batch, 0, itertools.repeat(2), 5)
+    10
+    """
+    return Loop(step_fn, num_steps=num_steps, callbacks=callbacks).run(state, batches)
+
+
+__all__ = ["Loop", "train"]

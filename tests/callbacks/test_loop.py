@@ -1,0 +1,165 @@
+"""jaxtrack.train / Loop: callbacks, stopping, failures and Ctrl-C flush and finish the trackers."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import jaxtrack as jt
+from jaxtrack.callbacks import LambdaCallback, Loop, StopTraining
+from test_tracking import RecordingTracker
+
+
+def test_train_runs_the_steps_and_passes_state_to_callbacks():
+    seen = []
+    final = jt.train(
+        lambda state, batch: state + batch,
+        0,
+        itertools.repeat(3),
+        4,
+        callbacks=[LambdaCallback(on_step=lambda step, state: seen.append((step, state)))],
+    )
+    assert final == 12
+    assert seen == [(1, 3), (2, 6), (3, 9), (4, 12)]
+
+
+def test_add_callback_forms():
+    loop = Loop(lambda state, batch: state + 1, num_steps=6)
+    every, plain = [], []
+
+    @loop.add_callback(every_steps=3)
+    def every_three(step, state):
+        every.append(step)
+
+    loop.add_callback(lambda step, state: plain.append(step))
+    assert every_three.__name__ == "every_three"  # the decorator returns the function
+    loop.run(0, itertools.repeat(None))
+    assert every == [3, 6] and plain == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(TypeError, match="schedule"):
+        loop.add_callback(LambdaCallback(), every_steps=2)
+
+
+def test_stop_training_ends_cleanly_and_calls_on_end():
+    ended = []
+
+    def stop_at_3(step, state):
+        if step == 3:
+            raise StopTraining("enough", step=step)
+
+    final = jt.train(
+        lambda state, batch: state + 1,
+        0,
+        itertools.repeat(None),
+        10,
+        callbacks=[stop_at_3, LambdaCallback(on_end=lambda step, state: ended.append((step, state)))],
+    )
+    assert final == 3 and ended == [(3, 3)]
+
+
+def test_running_out_of_batches_ends_the_loop():
+    ended = []
+    final = jt.train(
+        lambda state, batch: state + batch,
+        0,
+        [1, 2],
+        10,
+        callbacks=[LambdaCallback(on_end=lambda step, state: ended.append(step))],
+    )
+    assert final == 3 and ended == [2]
+
+
+def test_an_exception_ends_callbacks_marks_the_run_and_finishes_the_tracker():
+    tracker = RecordingTracker()
+    ended = []
+
+    def step_fn(state, batch):
+        if state == 2:
+            raise FloatingPointError("diverged")
+        jt.log({"state": state}, step=state)
+        return state + 1
+
+    jt.current_tracker(tracker)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        jt.train(
+            step_fn, 0, itertools.repeat(None), 10, callbacks=[LambdaCallback(on_end=lambda s, state: ended.append(s))]
+        )
+    assert ended == [2]
+    assert [step for step, _, _ in tracker.logs] == [0, 1]  # everything logged before the failure
+    assert {"status": "failed: FloatingPointError", "last_step": 2} in tracker.summaries
+    assert tracker.finished == 1
+
+
+def test_restore_hook_resumes_after_the_saved_step():
+    class Restorer(LambdaCallback):
+        def restore(self, state):
+            return 100, 5
+
+    seen = []
+    final = jt.train(
+        lambda state, batch: state + 1,
+        0,
+        itertools.repeat(None),
+        8,
+        callbacks=[Restorer(on_step=lambda step, state: seen.append(step))],
+    )
+    assert final == 103 and seen == [6, 7, 8]
+
+
+def test_ctrl_c_flushes_and_finishes_the_tracker(tmp_path):
+    out = tmp_path / "log.txt"
+    ready = tmp_path / "ready"
+    script = textwrap.dedent(
+        f"""
+        import itertools, os, time
+        import jaxtrack as jt
+
+        class FileTracker(jt.NoopTracker):
+            name = "file"
+            def log(self, metrics, *, step=None, commit=None):
+                with open({str(out)!r}, "a") as f:
+                    f.write(f"log {{step}}\\n")
+            def log_summary(self, metrics):
+                with open({str(out)!r}, "a") as f:
+                    f.write(f"summary {{metrics['status']}}\\n")
+            def finish(self):
+                with open({str(out)!r}, "a") as f:
+                    f.write("finish\\n")
+
+        jt.current_tracker(FileTracker())
+
+        def step_fn(state, batch):
+            jt.log({{"state": state}}, step=state)
+            if state == 3:
+                open({str(ready)!r}, "w").close()
+            time.sleep(0.01)
+            return state + 1
+
+        jt.train(step_fn, 0, itertools.repeat(None), 10**9)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(6000):  # bounded wait for the loop to be running (up to 60 s)
+            if ready.exists() or process.poll() is not None:
+                break
+            try:
+                process.wait(timeout=0.01)
+            except subprocess.TimeoutExpired:
+                pass
+        assert ready.exists(), process.stderr.read() if process.stderr else ""
+        os.kill(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "KeyboardInterrupt" in stderr
+    lines = out.read_text().splitlines()
+    logged = [int(line.split()[1]) for line in lines if line.startswith("log ")]
+    assert logged == list(range(len(logged))) and len(logged) >= 4  # in order, nothing lost
+    assert lines[-2:] == ["summary interrupted", "finish"]
