@@ -10,6 +10,7 @@ Metrics go to TensorBoard (``runs/tensorboard/<run id>``) and to the console.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ from flax import nnx
 from sklearn.datasets import load_digits
 
 import jaxtrack as jt
+from jaxtrack.callbacks import PeriodicCallback, ReportMetrics, TerminateOnNaN
 
 
 class MLP(nnx.Module):
@@ -80,15 +82,28 @@ def main(argv: list[str] | None = None) -> str:
     tracker = jt.init_tracker([{"type": "tensorboard", "logdir": f"{args.logdir}/tensorboard"}, {"type": "console"}])
     with tracker:
         jt.log_configuration(vars(args))
-        rng = np.random.default_rng(args.seed)
-        for step in range(1, args.steps + 1):
-            batch = rng.choice(len(x_train), size=args.batch_size, replace=False)
-            train_step(model, optimizer, jnp.asarray(x_train[batch]), jnp.asarray(y_train[batch]))
-            if step % args.log_every == 0 or step == args.steps:
-                train_step.report(step, prefix="train/")  # the interval's means, maxima, stats
-            if step % (4 * args.log_every) == 0 or step == args.steps:
-                jt.log({"eval": evaluate(model, jnp.asarray(x_test), jnp.asarray(y_test))}, step=step)
-        final = evaluate(model, jnp.asarray(x_test), jnp.asarray(y_test))
+        test = (jnp.asarray(x_test), jnp.asarray(y_test))
+
+        def log_eval(step: int, **_: object) -> None:
+            jt.log({"eval": evaluate(model, *test)}, step=step)  # queued: the reporter fetches it
+
+        def batches() -> Iterator[tuple[jax.Array, jax.Array]]:
+            rng = np.random.default_rng(args.seed)
+            while True:
+                picked = rng.choice(len(x_train), size=args.batch_size, replace=False)
+                yield jnp.asarray(x_train[picked]), jnp.asarray(y_train[picked])
+
+        def step_fn(state: None, batch: tuple[jax.Array, jax.Array]) -> None:
+            train_step(model, optimizer, *batch)  # NNX updates the model and optimizer in place
+
+        callbacks = [
+            ReportMetrics(train_step, every_steps=args.log_every, prefix="train/"),
+            PeriodicCallback(log_eval, every_steps=4 * args.log_every),
+            TerminateOnNaN(),
+        ]
+        jt.train(step_fn, None, batches(), args.steps, callbacks=callbacks)
+
+        final = evaluate(model, *test)
         jt.log_summary({"eval/final_accuracy": final["accuracy"]})
         jt.log(
             {"weights/hidden": model.hidden.kernel[...], "samples": jt.Image(x_test[:4, :, :, None])}, step=args.steps
