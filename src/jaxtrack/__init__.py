@@ -32,6 +32,7 @@ from jaxtrack.trackers import (
     WandbConfig,
     WandbTracker,
 )
+from jaxtrack.trackers.clu import as_metric_writer, from_metric_writer
 from jaxtrack.tracking import (
     NoTrackerWarning,
     current_tracker,
@@ -50,6 +51,8 @@ from jaxtrack.values import Histogram, Image, flatten
 __version__ = "0.1.0"
 
 __all__ = [
+    "as_metric_writer",
+    "from_metric_writer",
     "StopTraining",
     "train",
     "callbacks",
