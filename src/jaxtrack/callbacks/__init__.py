@@ -6,19 +6,29 @@ no error. A callback ends training by raising :class:`StopTraining`.
 """
 
 from jaxtrack.callbacks.base import Callback, CallbackList, LambdaCallback, PeriodicCallback, StopTraining
+from jaxtrack.callbacks.checkpoint import Checkpoint
+from jaxtrack.callbacks.evaluate import Evaluate
 from jaxtrack.callbacks.guards import EarlyStopping, TerminateOnNaN
+from jaxtrack.callbacks.hyperparams import LearningRateMonitor
 from jaxtrack.callbacks.loop import Loop, train
+from jaxtrack.callbacks.profile import Profile
+from jaxtrack.callbacks.progress import ReportProgress
 from jaxtrack.callbacks.report import ReportMetrics
 from jaxtrack.callbacks.schedule import Schedule
 
 __all__ = [
     "Callback",
     "CallbackList",
+    "Checkpoint",
     "EarlyStopping",
+    "Evaluate",
     "LambdaCallback",
+    "LearningRateMonitor",
     "Loop",
     "PeriodicCallback",
+    "Profile",
     "ReportMetrics",
+    "ReportProgress",
     "Schedule",
     "StopTraining",
     "TerminateOnNaN",
