@@ -163,3 +163,66 @@ def test_ctrl_c_flushes_and_finishes_the_tracker(tmp_path):
     logged = [int(line.split()[1]) for line in lines if line.startswith("log ")]
     assert logged == list(range(len(logged))) and len(logged) >= 4  # in order, nothing lost
     assert lines[-2:] == ["summary interrupted", "finish"]
+
+
+def test_a_failed_run_resumes_from_its_orbax_checkpoint_and_continues_the_step_count(tmp_path):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from jaxtrack.callbacks import Checkpoint, ReportMetrics
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(16, 3)), jnp.float32)
+    y = x @ jnp.asarray([1.0, -1.0, 2.0])
+    tx = optax.adam(0.1)
+
+    @jt.jit
+    def train_step(state, batch):
+        params, opt_state = state
+        loss, grads = jax.value_and_grad(lambda w: jnp.mean((x * batch @ w - y) ** 2))(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        jt.jit_log({"loss": loss})
+        return optax.apply_updates(params, updates), opt_state
+
+    def fresh():
+        params = jnp.zeros(3)
+        return params, tx.init(params)
+
+    def batches(fail_at=None):
+        for step in itertools.count(1):
+            if step == fail_at:
+                raise RuntimeError("preempted")
+            yield jnp.float32(1.0 + 0.01 * step)  # depends on the step, as real data order does
+
+    uninterrupted = jt.train(train_step, fresh(), batches(), 12)
+
+    tracker = RecordingTracker()
+    jt.current_tracker(tracker)
+    with pytest.raises(RuntimeError, match="preempted"):
+        jt.train(
+            train_step,
+            fresh(),
+            batches(fail_at=8),
+            12,
+            callbacks=[Checkpoint(tmp_path / "ckpt", every_steps=3), ReportMetrics(train_step, every_steps=3)],
+        )
+    assert tracker.finished == 1
+    first_run = [step for step, _, _ in tracker.logs]
+
+    tracker = RecordingTracker()
+    jt.current_tracker(tracker)
+    checkpoint = Checkpoint(tmp_path / "ckpt", every_steps=3)
+
+    def resumed_batches():
+        # The data pipeline skips what the first run consumed (steps 1-7).
+        return itertools.islice(batches(), 7, None)
+
+    final = jt.train(
+        train_step, fresh(), resumed_batches(), 12, callbacks=[checkpoint, ReportMetrics(train_step, every_steps=3)]
+    )
+    jt.flush()
+    assert first_run == [3, 6, 7]  # the partial interval before the failure is reported too
+    assert [step for step, _, _ in tracker.logs] == [9, 12]  # resumed at 8, same schedule
+    assert checkpoint.all_steps()[-1] == 12
+    np.testing.assert_allclose(final[0], uninterrupted[0], rtol=1e-6)

@@ -79,6 +79,12 @@ class PeriodicCallback(Callback):
         self.fn = fn
         self.schedule = Schedule(every_steps=every_steps, every_secs=every_secs, on_steps=on_steps, clock=clock)
 
+    def on_begin(self, step: int, **context: Any) -> None:
+        # Due points before the first step are done (by an earlier run when
+        # resuming), not missed: without this a schedule of every 5 steps
+        # resumed at step 6 would fire at once.
+        self.schedule.skip_before(step)
+
     def on_step(self, step: int, **context: Any) -> None:
         if self.schedule.due(step):
             self.run(step, **context)

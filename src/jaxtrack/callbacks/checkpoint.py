@@ -77,9 +77,6 @@ class Checkpoint(PeriodicCallback):
 
     # -- the callback -------------------------------------------------------
 
-    def on_begin(self, step: int, **context: Any) -> None:
-        self._skip_before(step)
-
     def on_step(self, step: int, **context: Any) -> None:
         # Checked at every step, not only when due: a loop that forgets the
         # state should fail at its first step, not at the first save hours in.
@@ -130,7 +127,7 @@ class Checkpoint(PeriodicCallback):
         # restored array; other leaves (Python numbers, say) pass as they are.
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-        self._skip_before(int(step) + 1)
+        self.schedule.skip_before(int(step) + 1)
         return restored, int(step)
 
     def wait_until_finished(self) -> None:
@@ -166,13 +163,6 @@ class Checkpoint(PeriodicCallback):
             options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, enable_async_checkpointing=True, create=True)
             self._manager_ = ocp.CheckpointManager(self.directory, options=options)
         return self._manager_
-
-    def _skip_before(self, step: int) -> None:
-        # Steps before the first one to run are not late, they are done (by an
-        # earlier run, when resuming): without this a schedule of every 5 steps
-        # resumed at step 6 would save at 6 at once, as if step 5 had been skipped.
-        if step > 0:
-            self.schedule.due(step - 1)
 
     def _require_state(self, context: dict[str, Any]) -> Any:
         if "state" not in context:

@@ -77,6 +77,7 @@ class ReportProgress(PeriodicCallback):
         self._shown = 0  # the steps the bar counts
 
     def on_begin(self, step: int, **context: Any) -> None:
+        super().on_begin(step, **context)
         self._open(step - 1)
 
     def on_step(self, step: int, **context: Any) -> None:

@@ -61,6 +61,7 @@ class ReportMetrics(PeriodicCallback):
         self._last_step: int | None = None
 
     def on_begin(self, step: int, **context: Any) -> None:
+        super().on_begin(step, **context)
         self._last = (step - 1, self._clock())
 
     def on_step(self, step: int, **context: Any) -> None:

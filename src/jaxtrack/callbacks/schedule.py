@@ -48,6 +48,20 @@ class Schedule:
         self._next_step: int | None = every_steps
         self._pending = list(self.on_steps)
 
+    def skip_before(self, step: int) -> None:
+        """Counts every due point before ``step`` as done: the run starts (or resumes) at ``step``.
+
+        >>> schedule = Schedule(every_steps=5)
+        >>> schedule.skip_before(6)  # resumed after step 5: not late for step 5
+        >>> [step for step in range(6, 12) if schedule.due(step)]
+        [10]
+        """
+        if self.every_steps is not None:
+            self._next_step = -(-step // self.every_steps) * self.every_steps  # the first multiple >= step
+        while self._pending and self._pending[0] < step:
+            self._pending.pop(0)
+        self._last_fired_at = self._clock()
+
     def due(self, step: int) -> bool:
         """Whether the action is due at ``step``; if so, the schedule counts it as done."""
         fire = False
