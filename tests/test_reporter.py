@@ -340,3 +340,22 @@ def test_everything_queued_is_delivered_and_trackers_finished_at_exit(tmp_path):
         "log 109 x=7",  # mean of 5..9
         "finished",
     ]
+
+
+def test_reported_values_reader_sees_each_value_once_in_order():
+    from jaxtrack.reporter import NonFinite, ReportedValues
+
+    board = ReportedValues(capacity=1000)
+    board.update({"old": 1.0}, step=0)
+    reader = board.reader()  # values from before the reader are not its business
+    assert reader.read() == []
+    board.update({"a": 1.0, "b": {"c": np.array([1.0, np.nan])}}, step=1)
+    board.update({"a": 2.0, "skipped": "text"}, step=2)
+    assert reader.read() == [("a", 1, 1.0), ("b/c", 1, NonFinite(1)), ("a", 2, 2.0)]
+    assert reader.read() == []
+    for step in range(3, 2003):  # more than the capacity: only the newest are kept
+        board.update({"a": float(step)}, step=step)
+    fresh = reader.read()
+    assert len(fresh) == 1000 and fresh[0] == ("a", 1003, 1003.0) and fresh[-1] == ("a", 2002, 2002.0)
+    board.update({"a": 0.5}, step=2003)
+    assert reader.read() == [("a", 2003, 0.5)]

@@ -97,10 +97,41 @@ class ReportedValues:
                     self.version += 1
                     self._log.append((self.version, key, step, value))
 
-    def since(self, version: int) -> list[tuple[str, int | None, Any]]:
-        """``(key, step, value)`` of every value reported after ``version``, in order."""
+    def since(self, version: int) -> tuple[list[tuple[str, int | None, Any]], int]:
+        """``(key, step, value)`` of every value reported after ``version``, in order, and the version now.
+
+        Both are taken under one lock, so a reader that keeps the returned
+        version sees each value exactly once. The walk goes back from the
+        newest entry, so a read costs the new values, not the whole log.
+        """
+        fresh = []
         with self._lock:
-            return [(key, step, value) for v, key, step, value in self._log if v > version]
+            for v, key, step, value in reversed(self._log):
+                if v <= version:
+                    break
+                fresh.append((key, step, value))
+            now = self.version
+        fresh.reverse()
+        return fresh, now
+
+    def reader(self) -> ReportedValuesReader:
+        """A cursor that returns, at each read, the values reported since its last read."""
+        return ReportedValuesReader(self)
+
+
+class ReportedValuesReader:
+    """Reads a :class:`ReportedValues` log from where it was made, each value once."""
+
+    def __init__(self, values: ReportedValues) -> None:
+        self._values = values
+        self._seen = values.version  # values reported before the reader existed are not its business
+
+    def read(self) -> list[tuple[str, int | None, Any]]:
+        """``(key, step, value)`` of every value reported since the last read, in order."""
+        if self._values.version == self._seen:  # the common case, without the lock
+            return []
+        fresh, self._seen = self._values.since(self._seen)
+        return fresh
 
 
 _SKIP = object()

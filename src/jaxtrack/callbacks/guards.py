@@ -26,17 +26,10 @@ class _ReportedValuesReader(Callback):
     """Reads the values reported since the last look, every one of them, in order."""
 
     def __init__(self) -> None:
-        # Values reported before the guard existed are not its business.
-        self._seen = reporter.default_reporter().reported.version
+        self._reported = reporter.default_reporter().reported.reader()
 
     def _fresh(self) -> list[tuple[str, int | None, Any]]:
-        board = reporter.default_reporter().reported
-        if board.version == self._seen:
-            return []
-        version = board.version
-        fresh = board.since(self._seen)
-        self._seen = version
-        return fresh
+        return self._reported.read()
 
     def _stop(self, reason: str, step: int) -> None:
         # Mark the run, so the reason is recorded with it, then stop the loop.

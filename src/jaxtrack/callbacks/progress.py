@@ -73,7 +73,7 @@ class ReportProgress(PeriodicCallback):
         self.steps_per_sec: float | None = None
         self._last: tuple[int, float] | None = None  # step and time of the last redraw (or the start)
         self._latest: dict[str, Any] = {}  # the last reported value of each metric
-        self._seen = 0  # the ReportedValues version read up to
+        self._reported = reporter.default_reporter().reported.reader()
         self._shown = 0  # the steps the bar counts
 
     def on_begin(self, step: int, **context: Any) -> None:
@@ -113,7 +113,7 @@ class ReportProgress(PeriodicCallback):
         if self.bar is not None:
             self.bar.close()  # a second run with the same callback starts a new bar
         done = max(done, 0)
-        self._seen = reporter.default_reporter().reported.version  # older values belong to another run
+        self._reported = reporter.default_reporter().reported.reader()  # older values belong to another run
         self._latest = {}
         self.steps_per_sec = None
         self._last = (done, self._clock())
@@ -132,12 +132,9 @@ class ReportProgress(PeriodicCallback):
         )
 
     def _redraw(self, step: int, *, draw: bool = True) -> None:
-        board = reporter.default_reporter().reported
-        version = board.version
-        for key, _, value in board.since(self._seen):
+        for key, _, value in self._reported.read():
             if (self.metrics is None and key != STEPS_PER_SEC) or (self.metrics is not None and key in self.metrics):
                 self._latest[key] = value
-        self._seen = version
         shown = (
             self._latest if self.metrics is None else {k: self._latest[k] for k in self.metrics if k in self._latest}
         )

@@ -208,12 +208,11 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is Any or hint is object:
         return value
     if origin is typing.Union or origin is types.UnionType:
-        errors = []
         for option in args:
             try:
                 return coerce(value, option, where)
-            except TrackerConfigError as error:
-                errors.append(error)
+            except TrackerConfigError:
+                pass  # the message below names every option
         raise TrackerConfigError(f"{where} must be {_describe(hint)}, got {value!r} ({type(value).__name__})")
     if origin is typing.Literal:
         if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
