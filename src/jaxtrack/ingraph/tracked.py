@@ -175,6 +175,8 @@ class TrackedFunction:
         functools.update_wrapper(self, fun)
         self.fun = fun
         self._jit_kwargs = dict(jit_kwargs)
+        self._signature = _signature(fun)
+        self._dynamic_arities: dict[int, int] = {}
         self._lock = threading.RLock()
         self._layout = Layout(())
         self._acc: tuple[Any, ...] = ()
@@ -183,7 +185,7 @@ class TrackedFunction:
         self._per_arity = "in_shardings" in jit_kwargs and not isinstance(jit_kwargs["in_shardings"], (tuple, list))
         self._jitted: dict[int | None, Any] = {}
         if not self._per_arity:
-            self._jitted[None] = transform(self._inner, **_inner_jit_kwargs(self._jit_kwargs, None, _signature(fun)))
+            self._jitted[None] = transform(self._inner, **_inner_jit_kwargs(self._jit_kwargs, None, self._signature))
         self._finalize = jax.jit(self._finalize_impl, static_argnums=0)
         self._grow_acc = jax.jit(self._grow_impl, static_argnums=(0, 1))
 
@@ -194,14 +196,9 @@ class TrackedFunction:
             return self.fun(*args, **kwargs)
         jitted = self._jitted_for(self._dynamic_arity(len(args)))
         with self._lock:
-            while True:
-                try:
-                    out, self._acc = jitted(self._acc, *args, **kwargs)
-                except _NewMetrics as new:
-                    self._grow(new.specs)
-                    continue
-                self._calls += 1
-                return out
+            out, self._acc = self._with_room(jitted, *args, **kwargs)
+            self._calls += 1
+            return out
 
     def take_metrics(self) -> dict[str, jax.Array]:
         """The metrics reduced since the last take, as device arrays; starts a new interval.
@@ -280,13 +277,16 @@ class TrackedFunction:
 
     def lower(self, *args: Any, **kwargs: Any) -> Any:
         """``jax.jit(...).lower`` of the compiled step, accumulator included (its first argument)."""
-        jitted = self._jitted_for(self._dynamic_arity(len(args)))
         with self._lock:
-            while True:
-                try:
-                    return jitted.lower(self._acc, *args, **kwargs)
-                except _NewMetrics as new:
-                    self._grow(new.specs)
+            return self._with_room(self._jitted_for(self._dynamic_arity(len(args))).lower, *args, **kwargs)
+
+    def _with_room(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``call(accumulator, *args, **kwargs)``, growing the accumulator first if tracing finds new metrics."""
+        while True:
+            try:
+                return call(self._acc, *args, **kwargs)
+            except _NewMetrics as new:
+                self._grow(new.specs)
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         # Like jax.jit's functions: a method decorated with jaxtrack.jit binds its instance.
@@ -296,15 +296,18 @@ class TrackedFunction:
         """How many of ``arity`` positional arguments are not static (keys the per-arity shardings)."""
         if not self._per_arity:
             return arity
+        cached = self._dynamic_arities.get(arity)
+        if cached is not None:
+            return cached
         static = self._jit_kwargs.get("static_argnums", ())
         static = {static} if isinstance(static, int) else set(static or ())
         static = {n % arity for n in static if -arity <= n < arity}
         names = self._jit_kwargs.get("static_argnames", ())
         names = {names} if isinstance(names, str) else set(names or ())
-        signature = _signature(self.fun)
-        if signature is not None:
-            params = list(signature.parameters.values())[:arity]
+        if self._signature is not None:
+            params = list(self._signature.parameters.values())[:arity]
             static |= {i for i, p in enumerate(params) if p.name in names}
+        self._dynamic_arities[arity] = arity - len(static)
         return arity - len(static)
 
     def _jitted_for(self, arity: int) -> Any:
@@ -312,7 +315,7 @@ class TrackedFunction:
             return self._jitted[None]
         jitted = self._jitted.get(arity)
         if jitted is None:
-            kwargs = _inner_jit_kwargs(self._jit_kwargs, arity, _signature(self.fun))
+            kwargs = _inner_jit_kwargs(self._jit_kwargs, arity, self._signature)
             jitted = self._jitted[arity] = self._transform(self._inner, **kwargs)
         return jitted
 
@@ -342,12 +345,11 @@ class TrackedFunction:
 
         inner.__name__ = getattr(fun, "__name__", "tracked")
         inner.__qualname__ = getattr(fun, "__qualname__", inner.__name__)
-        try:
-            signature = inspect.signature(fun)
-        except (TypeError, ValueError):
-            return inner
-        acc_param = inspect.Parameter("_jaxtrack_accumulator", inspect.Parameter.POSITIONAL_ONLY)
-        inner.__signature__ = signature.replace(parameters=[acc_param, *signature.parameters.values()])  # type: ignore[attr-defined]
+        if self._signature is not None:
+            # jax.jit maps static_argnames to positions through the signature; the accumulator comes first.
+            acc_param = inspect.Parameter("_jaxtrack_accumulator", inspect.Parameter.POSITIONAL_ONLY)
+            parameters = [acc_param, *self._signature.parameters.values()]
+            inner.__signature__ = self._signature.replace(parameters=parameters)  # type: ignore[attr-defined]
         return inner
 
     def _grow(self, specs: list[MetricSpec]) -> None:
