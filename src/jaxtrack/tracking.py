@@ -20,9 +20,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import datetime
-import enum
 import os
-import pathlib
 import secrets
 import tempfile
 import threading
@@ -33,14 +31,13 @@ from types import TracebackType
 from typing import Any, overload
 
 import jax
-import numpy as np
 import yaml
 
 from jaxtrack import reporter
 from jaxtrack._paths import safe_file_name
 from jaxtrack.trackers.base import NoopTracker, Tracker, check_step, walk
 from jaxtrack.trackers.config import TrackerConfig
-from jaxtrack.values import check_values, flatten
+from jaxtrack.values import check_values, flatten, to_plain
 
 
 class NoTrackerWarning(UserWarning):
@@ -193,7 +190,7 @@ def log_configuration(config: Any, *, name: str = "config") -> None:
     ...     jt.log_configuration(Config())
     """
     tracker = _get()
-    plain = _plain(_config_to_dict(config))
+    plain = to_plain(_config_to_dict(config))
     reporter.call_soon(tracker, "log_hyperparameters", plain)
     with tempfile.TemporaryDirectory(prefix="jaxtrack-config-") as directory:
         path = os.path.join(directory, f"{safe_file_name(name)}.yaml")
@@ -364,25 +361,6 @@ def _config_to_dict(config: Any) -> dict[str, Any]:
     raise TypeError(
         f"log_configuration takes a dataclass instance, an ml_collections.ConfigDict or a mapping, got {type(config).__name__}"
     )
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as YAML's safe types: dicts, lists, strings, numbers, bools and None."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _plain(dataclasses.asdict(value))
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_plain(v) for v in value]
-    if isinstance(value, enum.Enum):
-        return value.name
-    if isinstance(value, (np.generic, np.ndarray)):
-        return _plain(value.tolist())
-    if isinstance(value, pathlib.PurePath):
-        return str(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
 
 
 EXIT_FLUSH_TIMEOUT_SECS = 120.0

@@ -13,8 +13,10 @@ batched device-to-host transfer, made on the thread that writes), then
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import numbers
+import pathlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -192,6 +194,37 @@ def _holds_jax_array(value: Any) -> bool:
     if isinstance(value, (Histogram, Image)):
         return any(isinstance(leaf, jax.Array) for leaf in jax.tree_util.tree_leaves(value))
     return False
+
+
+def to_plain(value: Any) -> Any:
+    """``value`` as plain Python: dicts, lists, strings, numbers, bools and ``None``.
+
+    For configurations and hyperparameters: dataclasses and mappings become
+    dicts, tuples and sets lists, NumPy values Python ones, enums their name,
+    paths their text, anything else its ``repr``. JAX arrays must be fetched
+    first (:func:`to_host`).
+
+    >>> import enum, numpy as np
+    >>> class Mode(enum.Enum):
+    ...     FAST = 1
+    >>> to_plain({"layers": (64, 64), "lr": np.float32(0.5), "mode": Mode.FAST})
+    {'layers': [64, 64], 'lr': 0.5, 'mode': 'FAST'}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_plain(dataclasses.asdict(value))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, (np.generic, np.ndarray)):
+        return to_plain(value.tolist())
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
 
 
 Scalar = int | float | bool

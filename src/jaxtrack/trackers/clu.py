@@ -54,7 +54,7 @@ import numpy as np
 
 from jaxtrack._optional import import_optional
 from jaxtrack.trackers.base import StepCounter, Tracker, check_step
-from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, Image, check_value, flatten, normalize, to_host
+from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, Image, check_value, flatten, normalize, to_host, to_plain
 
 if TYPE_CHECKING:
     from clu.metric_writers.interface import MetricWriter
@@ -191,8 +191,7 @@ class MetricWriterTracker(Tracker):
             self._write(self._latest_step(), flat)
 
     def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
-        flat = to_host(flatten(hparams))
-        values = {key: value.item() if isinstance(value, np.generic) else value for key, value in flat.items()}
+        values = {key: to_plain(value) for key, value in to_host(flatten(hparams)).items()}
         with self._lock:
             self._check_open()
             self.writer.write_hparams(values)

@@ -42,7 +42,7 @@ from jaxtrack._paths import safe_file_name
 from jaxtrack.multihost import is_primary_process
 from jaxtrack.trackers.base import StepCounter, Tracker
 from jaxtrack.trackers.config import TrackerConfig
-from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, HostValue, Image, flatten, normalize, to_host
+from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, HostValue, Image, flatten, normalize, to_host, to_plain
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class TensorboardTracker(Tracker):
     def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
         with self._lock:
             self._check_open()
-            for key, value in flatten(hparams).items():
+            for key, value in to_host(flatten(hparams)).items():
                 self._hparams[key] = _hparam_value(value)
             if self._hparams_written:
                 logger.warning(
@@ -317,15 +317,14 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def _hparam_value(value: Any) -> bool | int | float | str:
-    """A hyperparameter as one of the types the HParams plugin stores (others become their text)."""
-    value = to_host({"v": value})["v"]
-    if isinstance(value, (np.generic, np.ndarray)) and value.ndim == 0:
-        value = value.item()
+    """A host hyperparameter as one of the types the HParams plugin stores (others become their text)."""
+    value = to_plain(value)
     if isinstance(value, (bool, str)):
         return value
     if isinstance(value, (int, float)):
+        # Stored as a double: an int too large for one exactly is kept as its text.
         return value if abs(value) < 2**53 or isinstance(value, float) else str(value)
-    return str(value.tolist() if isinstance(value, np.ndarray) else value)
+    return str(value)
 
 
 @TrackerConfig.register("tensorboard")

@@ -19,7 +19,7 @@ from jaxtrack._paths import safe_file_name
 from jaxtrack.multihost import is_primary_process
 from jaxtrack.trackers.base import StepCounter, Tracker
 from jaxtrack.trackers.config import TrackerConfig
-from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, HostValue, Image, flatten, normalize, to_host
+from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, HostValue, Image, flatten, normalize, to_host, to_plain
 
 DEFAULT_STEP_METRIC = "global_step"
 _MAX_WANDB_BINS = 512  # wandb.Histogram's limit
@@ -111,7 +111,7 @@ class WandbTracker(Tracker):
     def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
         with self._lock:
             self._check_open()
-            config = {key: _config_value(value) for key, value in to_host(flatten(hparams)).items()}
+            config = {key: to_plain(value) for key, value in to_host(flatten(hparams)).items()}
             self.run.config.update(config, allow_val_change=True)
 
     def log_artifact(
@@ -166,14 +166,6 @@ def _wandb_value(value: HostValue) -> Any:
             for pixels in value.to_uint8()
         ]
         return images[0] if len(images) == 1 else images
-    return value
-
-
-def _config_value(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
     return value
 
 
