@@ -79,11 +79,11 @@ class Evaluate(PeriodicCallback):
                 f"Evaluate's eval_fn must return a dict of metrics, got {type(metrics).__name__} at step {step}"
             )
         prefixed = {f"{self.prefix}{name}": value for name, value in metrics.items()}
-        # Checked here, so a bad value is an error in the loop rather than on the reporter.
-        check_values(prefixed)
-        check_step(step)
         if self.tracker is None:
-            tracking.log(prefixed, step=step)
+            tracking.log(prefixed, step=step)  # checks the values and step on this thread
         else:
+            # Checked here, as jaxtrack.log would, so a bad value fails in the loop, not on the reporter.
+            check_values(prefixed)
+            check_step(step)
             reporter.call_soon(self.tracker, "log", prefixed, step=step)
         self.evaluated_steps.append(step)
