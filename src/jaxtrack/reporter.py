@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from jaxtrack.trackers.base import Tracker
+from jaxtrack.values import HOST_SCALAR_TYPES
 
 logger = logging.getLogger("jaxtrack")
 
@@ -139,6 +140,8 @@ _SKIP = object()
 
 def _summary_of(value: Any) -> Any:
     """A number as is; an array as ``NonFinite`` if it holds NaN/Inf, else skipped; other values skipped."""
+    if type(value) in HOST_SCALAR_TYPES:
+        return value.item() if isinstance(value, np.generic) else value
     if isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, (np.ndarray, np.generic)) and value.dtype.kind in "biuf":
@@ -341,7 +344,10 @@ class Reporter:
 
 def _fetch(all_args: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Every JAX array among the arguments, copied to the host in one call."""
-    if not any(isinstance(leaf, jax.Array) for leaf in jax.tree_util.tree_leaves(all_args)):
+    if not any(
+        type(leaf) not in HOST_SCALAR_TYPES and isinstance(leaf, jax.Array)
+        for leaf in jax.tree_util.tree_leaves(all_args)
+    ):
         return all_args
     try:
         return _in_order(all_args, jax.device_get(all_args))

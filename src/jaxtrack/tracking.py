@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import datetime
 import os
-import secrets
 import tempfile
 import threading
 import warnings
@@ -35,6 +33,8 @@ import yaml
 
 from jaxtrack import reporter
 from jaxtrack._paths import safe_file_name
+from jaxtrack.redaction import redact
+from jaxtrack.run_id import new_run_id, validate_run_id
 from jaxtrack.trackers.base import NoopTracker, Tracker, check_step, walk
 from jaxtrack.trackers.config import TrackerConfig
 from jaxtrack.values import check_values, flatten, to_plain
@@ -114,11 +114,17 @@ def _get() -> Tracker:
             _warned_no_tracker = True
             warnings.warn(
                 "jaxtrack: no tracker is set, so logged values are dropped; "
-                "call jaxtrack.init_tracker(...) or jaxtrack.current_tracker(tracker) first",
+                "call jaxtrack.init_tracker() (the local run store) or jaxtrack.current_tracker(tracker) first",
                 NoTrackerWarning,
                 stacklevel=3,
             )
         return _noop
+
+
+def current_or_none() -> Tracker | None:
+    """The current tracker, or ``None`` (no warning) when none is set."""
+    with _lock:
+        return _current
 
 
 def log(metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | None = None) -> None:
@@ -153,12 +159,17 @@ def log_summary(metrics: Mapping[str, Any]) -> None:
 def log_hyperparameters(hparams: Mapping[str, Any]) -> None:
     """Logs the run's hyperparameters; nested dicts become ``"a/b"`` keys.
 
+    Values of keys that name credentials (``api_key``, ``password``,
+    ``hf_token``...) are replaced by ``"[redacted]"`` before any backend sees
+    them (see :mod:`jaxtrack.redaction`).
+
     >>> import jaxtrack as jt
     >>> with jt.current_tracker(jt.NoopTracker()):
     ...     jt.log_hyperparameters({"optimizer": {"lr": 1e-3}, "batch_size": 32})
     """
     flatten(hparams)  # a malformed mapping is an error here, not on the reporter
-    reporter.call_soon(_get(), "log_hyperparameters", hparams)
+    # Redacted here too, so trackers written by users never see a credential.
+    reporter.call_soon(_get(), "log_hyperparameters", redact(hparams))
 
 
 def log_artifact(artifact_path: str | os.PathLike[str], *, name: str | None = None, type: str | None = None) -> None:
@@ -180,6 +191,7 @@ def log_configuration(config: Any, *, name: str = "config") -> None:
     """Logs a run's configuration: as hyperparameters, and as a YAML artifact called ``name``.
 
     ``config`` is a dataclass, an ``ml_collections.ConfigDict``, or a mapping.
+    Credentials in it are redacted, as by :func:`log_hyperparameters`.
 
     >>> import dataclasses, jaxtrack as jt
     >>> @dataclasses.dataclass
@@ -190,7 +202,7 @@ def log_configuration(config: Any, *, name: str = "config") -> None:
     ...     jt.log_configuration(Config())
     """
     tracker = _get()
-    plain = to_plain(_config_to_dict(config))
+    plain = redact(to_plain(_config_to_dict(config)))
     reporter.call_soon(tracker, "log_hyperparameters", plain)
     with tempfile.TemporaryDirectory(prefix="jaxtrack-config-") as directory:
         path = os.path.join(directory, f"{safe_file_name(name)}.yaml")
@@ -221,24 +233,35 @@ def get_tracker(name: str) -> Tracker:
     raise KeyError(f"no tracker named {name!r}; the current trackers are: {', '.join(repr(t.name) for t in found)}")
 
 
-def finish() -> None:
+RUN_END_STATUSES = ("finished", "failed", "killed")
+
+
+def finish(*, status: str = "finished") -> None:
     """Finishes the current tracker (everything is written out) and unsets it.
+
+    ``status`` says how the run ended, for backends that record it (the local
+    store's run status, W&B's exit code): ``"finished"``, ``"failed"`` (an
+    error) or ``"killed"`` (interrupted, preempted).
 
     >>> import jaxtrack as jt
     >>> _ = jt.current_tracker(jt.NoopTracker())
     >>> jt.finish()
     """
     global _current
+    if status not in RUN_END_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(map(repr, RUN_END_STATUSES))}, got {status!r}")
     tracker = _get()
     with _lock:
         if _current is tracker:
             _current = None
-    _finish(tracker)
+    _finish(tracker, status=status)
 
 
-def _finish(tracker: Tracker) -> None:
+def _finish(tracker: Tracker, *, status: str = "finished") -> None:
     _unfinished.discard(tracker)
     _wait_for_callbacks()
+    if status != "finished":
+        reporter.call_soon(tracker, "set_status", status)
     reporter.call_soon(tracker, "finish", wait=True)
     lost = {key: count for key, count in reporter.default_reporter().errors.counts.items() if key[0] in _names(tracker)}
     if lost:
@@ -288,10 +311,12 @@ def release(tracker: Tracker) -> None:
     _finish(tracker)
 
 
-def init_tracker(spec: Any, *, run_id: str | None = None) -> Tracker:
+def init_tracker(spec: Any = None, *, run_id: str | None = None) -> Tracker:
     """Builds trackers from a config and makes the result the current tracker.
 
-    ``spec`` is anything :meth:`TrackerConfig.parse` reads (a config, a dict
+    With no ``spec``, the default: a :class:`~jaxtrack.LocalTracker` writing
+    to the local run store (``runs/jaxtrack.db``, or ``$JAXTRACK_STORE``),
+    which ``jaxtrack runs`` / ``jaxtrack show`` read. Otherwise ``spec`` is anything :meth:`TrackerConfig.parse` reads (a config, a dict
     with ``type:``, YAML text) or a list of those, which gives a
     :class:`~jaxtrack.CompositeTracker`; a :class:`~jaxtrack.Tracker` is used as
     is. Every backend gets the same ``run_id`` (one is made up if not given).
@@ -305,6 +330,8 @@ def init_tracker(spec: Any, *, run_id: str | None = None) -> Tracker:
     """
     from jaxtrack.trackers.base import CompositeTracker
 
+    if spec is None:
+        spec = DEFAULT_TRACKERS
     if isinstance(spec, Tracker):
         tracker = spec
     else:
@@ -326,26 +353,8 @@ def init_tracker(spec: Any, *, run_id: str | None = None) -> Tracker:
     return tracker
 
 
-def new_run_id() -> str:
-    """A fresh run id: the UTC time then random letters, so ids sort by start time.
-
-    >>> len(new_run_id().split("-"))
-    3
-    """
-    now = datetime.datetime.now(datetime.UTC)
-    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-
-
-def validate_run_id(run_id: str) -> str:
-    """Checks that ``run_id`` is safe to use as a directory name and as a W&B id."""
-    if not isinstance(run_id, str) or not run_id:
-        raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
-    forbidden = '/\\:#?%*"<>|\0 '
-    if run_id.startswith(".") or any(c in forbidden for c in run_id):
-        raise ValueError(
-            f"run_id {run_id!r} cannot be used: it must not start with '.' nor contain spaces or any of {forbidden[:-2]!r}"
-        )
-    return run_id
+DEFAULT_TRACKERS: dict[str, Any] = {"type": "local"}
+"""What ``init_tracker()`` builds when given no config (and ``jaxtrack.train`` when no tracker is set)."""
 
 
 def _config_to_dict(config: Any) -> dict[str, Any]:

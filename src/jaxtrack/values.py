@@ -188,7 +188,17 @@ def to_host(flat: Mapping[str, Any]) -> dict[str, Any]:
     return jax.device_get(dict(flat))
 
 
+# Exact types that are plain host scalars: checked with one set look-up, where the
+# isinstance checks against numbers.Real or jax.Array (ABCs) cost far more per value.
+_HOST_FLOATS = frozenset({float, np.float16, np.float32, np.float64})
+_HOST_INTS = frozenset({int, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64})
+HOST_SCALAR_TYPES = _HOST_FLOATS | _HOST_INTS | {bool, np.bool_}
+"""Exact types of values that are already host scalars (a fast path before slower checks)."""
+
+
 def _holds_jax_array(value: Any) -> bool:
+    if type(value) in _HOST_FLOATS or type(value) in _HOST_INTS:
+        return False
     if isinstance(value, jax.Array):
         return True
     if isinstance(value, (Histogram, Image)):
@@ -242,6 +252,8 @@ def check_value(key: str, value: Any) -> None:
     ...
     TypeError: metric 'loss': cannot log a value of type object; use a number, an array, a string, jaxtrack.Histogram or jaxtrack.Image
     """
+    if type(value) in _HOST_FLOATS or type(value) in _HOST_INTS:
+        return
     if value is None or isinstance(value, (str, bool, numbers.Real, Histogram, Image)):
         return
     if isinstance(value, jax.core.Tracer):
@@ -278,6 +290,10 @@ def normalize(key: str, value: Any, *, num_bins: int = DEFAULT_NUM_BINS) -> Host
     >>> normalize("loss", np.float32(0.5)), normalize("note", "ok")
     (0.5, 'ok')
     """
+    if type(value) in _HOST_FLOATS:
+        return float(value)
+    if type(value) in _HOST_INTS:
+        return int(value)
     check_value(key, value)
     if value is None or isinstance(value, (str, bool, Histogram, Image)):
         return value

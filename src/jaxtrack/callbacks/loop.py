@@ -20,8 +20,11 @@ class Loop:
     ``restore(state) -> (state, step)`` method (``Checkpoint``) is asked for
     the latest saved state first, and the loop resumes after that step.
     :class:`StopTraining` ends the loop cleanly; any other exception or
-    Ctrl-C still ends the callbacks, marks the run's summary, and finishes the
-    current tracker before it propagates.
+    Ctrl-C still ends the callbacks, marks the run ``failed`` (``killed`` for
+    Ctrl-C) in its summary and status, and finishes the current tracker
+    before it propagates. With no tracker set, the run is recorded by the
+    default one (:func:`jaxtrack.init_tracker` with no config: the local run
+    store), which the loop finishes at the end.
 
     >>> import itertools, jaxtrack as jt
     >>> loop = jt.callbacks.Loop(lambda state, batch: state + batch, num_steps=4)
@@ -77,6 +80,7 @@ class Loop:
 
     def run(self, state: Any, batches: Iterable[Any]) -> Any:
         """Trains from ``state`` on ``batches``; returns the final state."""
+        owned = self._default_tracker()
         state, start = self._restore(state)
         completed = start - 1  # the last step whose new state exists
         batch_iter = iter(batches)
@@ -96,13 +100,30 @@ class Loop:
             logger.info("jaxtrack: training stopped at step %d: %s", completed, stop.reason)
         except BaseException as error:  # also Ctrl-C: the data logged so far must reach the backends
             self._end(completed, state)
-            status = "interrupted" if isinstance(error, KeyboardInterrupt) else f"failed: {type(error).__name__}"
-            tracking.log_summary({"status": status, "last_step": completed})
-            tracking.finish()
+            status = "killed" if isinstance(error, KeyboardInterrupt) else "failed"
+            reason = "interrupted" if status == "killed" else f"failed: {type(error).__name__}"
+            tracking.log_summary({"status": reason, "last_step": completed})
+            tracking.finish(status=status)
             raise
         self._end(completed, state)
         logger.info("jaxtrack: %d steps in %.1f s", completed - start + 1, time.monotonic() - started)
+        if owned is not None and tracking.current_or_none() is owned:
+            tracking.finish()
         return state
+
+    def _default_tracker(self) -> Any:
+        """Starts the default tracker when none is set, so the run is recorded; returns it (else ``None``)."""
+        if tracking.current_or_none() is not None:
+            return None
+        tracker = tracking.init_tracker()
+        logger.warning(
+            "jaxtrack: no tracker was set, so this run is recorded in the local store %s as run %s "
+            "(see it with `jaxtrack show %s`)",
+            getattr(tracker, "path", "?"),
+            getattr(tracker, "run_id", "?"),
+            getattr(tracker, "run_id", "?"),
+        )
+        return tracker
 
     def _end(self, step: int, state: Any) -> None:
         try:

@@ -7,6 +7,7 @@ when a tracker is made, so importing this package stays light.
 from jaxtrack.trackers.base import CompositeTracker, NoopTracker, StepCounter, Tracker, TrackerError
 from jaxtrack.trackers.config import NoopConfig, TrackerConfig, TrackerConfigError
 from jaxtrack.trackers.console import ConsoleConfig, ConsoleTracker
+from jaxtrack.trackers.local import LocalConfig, LocalTracker, RunStore
 from jaxtrack.trackers.tensorboard import TensorboardConfig, TensorboardTracker
 from jaxtrack.trackers.wandb import WandbConfig, WandbTracker
 
@@ -14,8 +15,11 @@ __all__ = [
     "CompositeTracker",
     "ConsoleConfig",
     "ConsoleTracker",
+    "LocalConfig",
+    "LocalTracker",
     "NoopConfig",
     "NoopTracker",
+    "RunStore",
     "StepCounter",
     "TensorboardConfig",
     "TensorboardTracker",

@@ -35,6 +35,9 @@ class Tracker(abc.ABC):
     name: str = "tracker"
     """How :func:`jaxtrack.get_tracker` finds this tracker."""
 
+    resumed_step: int | None = None
+    """The last step a resumed run had stored, so ``step=None`` continues after it (``None``: a new run)."""
+
     @abc.abstractmethod
     def log(self, metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | None = None) -> None:
         """Records ``metrics`` at ``step``.
@@ -64,6 +67,13 @@ class Tracker(abc.ABC):
 
     def flush(self) -> None:  # noqa: B027 - optional to override, unlike the methods above
         """Writes out everything pending without finishing (a no-op unless the backend buffers)."""
+
+    def set_status(self, status: str) -> None:  # noqa: B027 - optional, for backends that record how a run ended
+        """Says how the run ends, before :meth:`finish`: ``"finished"`` (the default), ``"failed"`` or ``"killed"``.
+
+        A no-op unless the backend records it (the local store's run status,
+        W&B's exit code). :func:`jaxtrack.finish` passes its ``status=`` here.
+        """
 
     def __enter__(self) -> Tracker:
         return self
@@ -169,6 +179,9 @@ class CompositeTracker(Tracker):
                 raise TypeError(f"CompositeTracker takes Tracker instances, got {tracker!r}")
         self.trackers: list[Tracker] = list(trackers)
         self._steps = StepCounter()
+        resumed = [t.resumed_step for t in self.trackers if t.resumed_step is not None]
+        if resumed:
+            self.resumed_step = self._steps.last_step = max(resumed)
 
     def log(self, metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | None = None) -> None:
         resolved = self._steps.resolve(step, commit)
@@ -187,6 +200,9 @@ class CompositeTracker(Tracker):
 
     def flush(self) -> None:
         self._each("flush", lambda t: t.flush())
+
+    def set_status(self, status: str) -> None:
+        self._each("set_status", lambda t: t.set_status(status))
 
     def finish(self) -> None:
         self._each("finish", lambda t: t.finish())

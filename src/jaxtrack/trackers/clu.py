@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jaxtrack._optional import import_optional
+from jaxtrack.redaction import redact
 from jaxtrack.trackers.base import StepCounter, Tracker, check_step
 from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, Image, check_value, flatten, normalize, to_host, to_plain
 
@@ -191,7 +192,7 @@ class MetricWriterTracker(Tracker):
             self._write(self._latest_step(), flat)
 
     def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
-        values = {key: to_plain(value) for key, value in to_host(flatten(hparams)).items()}
+        values = {key: to_plain(value) for key, value in redact(to_host(flatten(hparams))).items()}
         with self._lock:
             self._check_open()
             self.writer.write_hparams(values)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from jaxtrack.redaction import redact
 from jaxtrack.trackers.base import StepCounter, Tracker
 from jaxtrack.trackers.config import TrackerConfig
 from jaxtrack.values import Histogram, HostValue, Image, flatten, normalize, to_host, to_plain
@@ -63,7 +64,7 @@ class ConsoleTracker(Tracker):
 
     def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
         if self.logger.isEnabledFor(self.level):
-            items = (f"{key} {to_plain(value)!r}" for key, value in to_host(flatten(hparams)).items())
+            items = (f"{key} {to_plain(value)!r}" for key, value in redact(to_host(flatten(hparams))).items())
             self.logger.log(self.level, " | ".join(["hyperparameters", *items]))
 
     def log_artifact(

@@ -40,6 +40,7 @@ import numpy as np
 from jaxtrack._optional import import_optional
 from jaxtrack._paths import safe_file_name
 from jaxtrack.multihost import is_primary_process
+from jaxtrack.redaction import redact
 from jaxtrack.trackers.base import StepCounter, Tracker
 from jaxtrack.trackers.config import TrackerConfig
 from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, HostValue, Image, flatten, normalize, to_host, to_plain
@@ -116,7 +117,7 @@ class TensorboardTracker(Tracker):
     def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
         with self._lock:
             self._check_open()
-            for key, value in to_host(flatten(hparams)).items():
+            for key, value in redact(to_host(flatten(hparams))).items():
                 self._hparams[key] = _hparam_value(value)
             if self._hparams_written:
                 logger.warning(

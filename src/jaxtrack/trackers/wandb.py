@@ -17,6 +17,7 @@ import numpy as np
 from jaxtrack._optional import import_optional
 from jaxtrack._paths import safe_file_name
 from jaxtrack.multihost import is_primary_process
+from jaxtrack.redaction import redact
 from jaxtrack.trackers.base import StepCounter, Tracker
 from jaxtrack.trackers.config import TrackerConfig
 from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, HostValue, Image, flatten, normalize, to_host, to_plain
@@ -85,6 +86,7 @@ class WandbTracker(Tracker):
         self._lock = threading.RLock()
         self._steps = StepCounter()
         self._finished = False
+        self._exit_code = 0
         self._open_step: int | None = None  # a row left open by commit=False
         self.run.define_metric(step_metric)
         self.run.define_metric("*", step_metric=step_metric)
@@ -111,7 +113,7 @@ class WandbTracker(Tracker):
     def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
         with self._lock:
             self._check_open()
-            config = {key: to_plain(value) for key, value in to_host(flatten(hparams)).items()}
+            config = {key: to_plain(value) for key, value in redact(to_host(flatten(hparams))).items()}
             self.run.config.update(config, allow_val_change=True)
 
     def log_artifact(
@@ -129,7 +131,11 @@ class WandbTracker(Tracker):
             if self._finished:
                 return
             self._finished = True
-            self.run.finish()
+            self.run.finish(exit_code=self._exit_code)
+
+    def set_status(self, status: str) -> None:
+        # W&B marks a run that exits non-zero as failed (it has no "killed").
+        self._exit_code = 0 if status == "finished" else 1
 
     def _check_open(self) -> None:
         if self._finished:
