@@ -20,6 +20,7 @@ demo: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/bench_logging.py
+	$(BIN)/python bench/bench_store.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check src tests examples bench

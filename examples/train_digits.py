@@ -4,12 +4,19 @@ Runs on a CPU in seconds, needs no download and no account:
 
     python examples/train_digits.py --steps 300 --logdir runs
 
-Metrics go to TensorBoard (``runs/tensorboard/<run id>``) and to the console.
+The default trackers record the run: the local run store (``runs/jaxtrack.db``,
+read by the ``jaxtrack`` command line) and TensorBoard
+(``runs/tensorboard/<run id>``), with a progress bar on the terminal. The
+script ends by printing the commands that show the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import shutil
+import sys
 from collections.abc import Iterator
 
 import jax
@@ -20,7 +27,8 @@ from flax import nnx
 from sklearn.datasets import load_digits
 
 import jaxtrack as jt
-from jaxtrack.callbacks import PeriodicCallback, ReportMetrics, TerminateOnNaN
+from jaxtrack.callbacks import PeriodicCallback, ReportMetrics, ReportProgress, TerminateOnNaN
+from jaxtrack.trackers.local import default_store_path
 
 
 class MLP(nnx.Module):
@@ -79,7 +87,14 @@ def main(argv: list[str] | None = None) -> str:
     model = MLP(args.width, rngs=nnx.Rngs(args.seed))
     optimizer = nnx.Optimizer(model, optax.adam(args.lr), wrt=nnx.Param)
 
-    tracker = jt.init_tracker([{"type": "tensorboard", "logdir": f"{args.logdir}/tensorboard"}, {"type": "console"}])
+    store = os.path.join(args.logdir, "jaxtrack.db")
+    tracker = jt.init_tracker(
+        [
+            {"type": "local", "path": store, "name": "digits-mlp", "project": "examples"},
+            {"type": "tensorboard", "logdir": os.path.join(args.logdir, "tensorboard")},
+        ]
+    )
+    run_id = jt.get_tracker("local").run_id  # type: ignore[attr-defined]
     with tracker:
         jt.log_configuration(vars(args))
         test = (jnp.asarray(x_test), jnp.asarray(y_test))
@@ -99,6 +114,7 @@ def main(argv: list[str] | None = None) -> str:
         callbacks = [
             ReportMetrics(train_step, every_steps=args.log_every, prefix="train/"),
             PeriodicCallback(log_eval, every_steps=4 * args.log_every),
+            ReportProgress(num_train_steps=args.steps, metrics=["train/loss", "train/accuracy", "eval/accuracy"]),
             TerminateOnNaN(),
         ]
         jt.train(step_fn, None, batches(), args.steps, callbacks=callbacks)
@@ -108,10 +124,35 @@ def main(argv: list[str] | None = None) -> str:
         jt.log(
             {"weights/hidden": model.hidden.kernel[...], "samples": jt.Image(x_test[:4, :, :, None])}, step=args.steps
         )
-        run_dir = jt.get_tracker("tensorboard").logdir  # type: ignore[attr-defined]
+        tensorboard_dir = jt.get_tracker("tensorboard").logdir  # type: ignore[attr-defined]
 
-    print(f"\nRun written to {run_dir}\nLook at it with:  tensorboard --logdir {args.logdir}/tensorboard")
-    return run_dir
+    print(how_to_look(run_id, store, tensorboard_dir))
+    return run_id
+
+
+def how_to_look(run_id: str, store: str, tensorboard_dir: str) -> str:
+    """Where the run is, and the commands that show it (runnable as printed, venv or not)."""
+    cli, tensorboard = _command("jaxtrack"), _command("tensorboard")
+    store_option = (
+        "" if os.path.normpath(store) == os.path.normpath(default_store_path()) else f" --store {shlex.quote(store)}"
+    )
+    return "\n".join(
+        [
+            "",
+            f"Run {run_id} is in the local store {store} and in {tensorboard_dir}. Look at it with:",
+            f"  {cli} show {run_id}{store_option}",
+            f"  {cli} plot {run_id} 'train/*' 'eval/*'{store_option} -o {run_id}.png",
+            f"  {cli} runs{store_option}",
+            f"  {tensorboard} --logdir {shlex.quote(os.path.dirname(tensorboard_dir))}",
+        ]
+    )
+
+
+def _command(name: str) -> str:
+    """``name`` if it is on the PATH, else its path next to this Python (a virtual environment not activated)."""
+    if shutil.which(name):
+        return name
+    return shlex.quote(os.path.relpath(os.path.join(os.path.dirname(sys.executable), name)))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ that cannot be a credential (``True``/``False``/``None``) are kept too, so
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from collections.abc import Mapping
@@ -60,6 +61,7 @@ SECRET_PAIRS = frozenset(
 _SPECIAL_TOKENS = frozenset(
     {"bos", "eos", "pad", "unk", "sep", "cls", "mask", "eot", "bot", "start", "end", "special", "image", "max", "num"}
 )
+_PLURALIZABLE = SECRET_WORDS | {second for _, second in SECRET_PAIRS}
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 
 
@@ -74,24 +76,50 @@ def is_secret_key(key: str) -> bool:
 
 def _is_secret_name(name: str) -> bool:
     words = [word.lower() for word in _WORD.findall(name)]
-    if any(word in SECRET_WORDS for word in words):
+    # api_keys, passwords: a plural of a credential word counts (but "tokens" is not a token).
+    singular = [word[:-1] if word.endswith("s") and word[:-1] in _PLURALIZABLE else word for word in words]
+    if any(word in SECRET_WORDS for word in words + singular):
         return True
-    if any(pair in SECRET_PAIRS for pair in itertools.pairwise(words)):
+    if any(pair in SECRET_PAIRS for pair in itertools.pairwise(singular)):
         return True
     return bool(words) and words[-1] == "token" and (len(words) == 1 or words[-2] not in _SPECIAL_TOKENS)
 
 
 def redact(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``hparams`` (nested or flat) with every credential's value replaced by :data:`REDACTED`."""
+    """A copy of ``hparams`` (nested or flat) with every credential's value replaced by :data:`REDACTED`.
+
+    Looks inside nested mappings, lists and tuples, dataclasses and
+    ``ml_collections.ConfigDict`` values (turned into dicts), so a secret in
+    ``loggers: [{api_key: ...}]`` or a settings dataclass is found too.
+    """
     out: dict[str, Any] = {}
     for key, value in hparams.items():
         if value is not None and not isinstance(value, bool) and is_secret_key(str(key)):
             out[key] = REDACTED
-        elif isinstance(value, Mapping):
-            out[key] = redact(value)
         else:
-            out[key] = value
+            out[key] = _redact_inside(value)
     return out
+
+
+def _redact_inside(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return redact(value)
+    if type(value) in (list, tuple):
+        return type(value)(_redact_inside(item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type) and not _is_value_type(value):
+        return redact(dataclasses.asdict(value))
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict) and not isinstance(value, type):  # ml_collections.ConfigDict and look-alikes
+        converted = to_dict()
+        if isinstance(converted, Mapping):
+            return redact(converted)
+    return value
+
+
+def _is_value_type(value: Any) -> bool:
+    from jaxtrack.values import Histogram, Image
+
+    return isinstance(value, (Histogram, Image))
 
 
 __all__ = ["REDACTED", "SECRET_PAIRS", "SECRET_WORDS", "is_secret_key", "redact"]

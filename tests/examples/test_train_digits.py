@@ -1,4 +1,4 @@
-"""The README's main job: the digits example trains and leaves a TensorBoard run behind."""
+"""The README's main job: the digits example trains with the default trackers and says how to look at the run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pathlib
 import numpy as np
 from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 from tensorboard.util import tensor_util
+
+from jaxtrack.trackers.local import RunStore
 
 EXAMPLE = pathlib.Path(__file__).parents[2] / "examples" / "train_digits.py"
 
@@ -20,12 +22,24 @@ def _load_example():
     return module
 
 
-def test_example_trains_and_writes_a_tensorboard_run(tmp_path, capsys):
+def test_example_trains_into_the_local_store_and_tensorboard(tmp_path, capsys):
     example = _load_example()
-    run_dir = example.main(["--steps", "120", "--log-every", "20", "--logdir", str(tmp_path)])
-    assert pathlib.Path(run_dir).parent == tmp_path / "tensorboard"
+    run_id = example.main(["--steps", "120", "--log-every", "20", "--logdir", str(tmp_path)])
+    run_dir = str(tmp_path / "tensorboard" / run_id)
     out = capsys.readouterr().out
-    assert run_dir in out and f"tensorboard --logdir {tmp_path}/tensorboard" in out
+    store = tmp_path / "jaxtrack.db"
+    assert f"show {run_id} --store {store}" in out
+    assert f"plot {run_id} 'train/*' 'eval/*' --store {store}" in out
+    assert f"tensorboard --logdir {tmp_path}/tensorboard" in out
+
+    with RunStore(store) as runs:
+        run = runs.run(run_id)
+        assert (run.status, run.name, run.project, run.last_step) == ("finished", "digits-mlp", "examples", 120)
+        assert run.config["steps"] == 120
+        history = runs.history(run_id, keys=["train/loss"])
+        assert [row["step"] for row in history] == [20, 40, 60, 80, 100, 120]
+        assert history[-1]["train/loss"] < history[0]["train/loss"]
+        assert run.summary["eval/final_accuracy"] > 0.8
 
     events = EventAccumulator(run_dir, size_guidance={"tensors": 0})
     events.Reload()

@@ -374,7 +374,8 @@ def _tracker_metric_writer_class() -> type:
             )
 
         def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-            self.tracker.log_hyperparameters(hparams)
+            # Redacted here too: the tracker behind the writer may be one a user wrote.
+            self.tracker.log_hyperparameters(redact(hparams))
 
         def flush(self) -> None:
             self.tracker.flush()

@@ -43,6 +43,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -146,7 +147,7 @@ class LocalTracker(Tracker):
     arrays) and :class:`~jaxtrack.Image` values are kept at their step;
     hyperparameters (credentials redacted) and the summary are merged into
     the run's row; artifacts are copied next to the database, under
-    ``artifacts/<run id>/``. In a multi-process JAX run only process 0 writes.
+    ``artifacts/<n>-<run id>/``. In a multi-process JAX run only process 0 writes.
 
     >>> import os, tempfile, jaxtrack as jt
     >>> from jaxtrack.trackers.local import LocalTracker, RunStore
@@ -221,10 +222,12 @@ class LocalTracker(Tracker):
     def log(self, metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | None = None) -> None:
         with self._lock:
             self._check_open()
+            values = self._normalized(metrics)  # a refused value must not use up a step
+            if any(key == "step" for key, _ in values):
+                raise ValueError("metric name 'step' is reserved by the local store (each row's step); pass step=")
             resolved = self._steps.resolve(step, commit)
             if self._db is None:
                 return
-            values = self._normalized(metrics)
             now = time.time()
             with self._transaction() as db:
                 if resolved < self._last_step:
@@ -313,27 +316,34 @@ class LocalTracker(Tracker):
             if not os.path.exists(source):
                 raise FileNotFoundError(f"artifact path does not exist: {source!r}")
             name = name or os.path.basename(os.path.normpath(source))
-            with self._transaction() as db:
-                (version,) = db.execute(
-                    "SELECT coalesce(max(version), 0) + 1 FROM artifacts WHERE run = ? AND name = ?", (self._run, name)
-                ).fetchone()
-                relative = os.path.join(
-                    "artifacts",
-                    safe_file_name(self.run_id),
-                    safe_file_name(name),
-                    f"v{version}",
-                    safe_file_name(os.path.basename(os.path.normpath(source))),
-                )
-                target = os.path.join(_store_dir(self.path), relative)
-                os.makedirs(os.path.dirname(target), exist_ok=True)
+            run_dir = os.path.join(_store_dir(self.path), "artifacts", f"{self._run}-{safe_file_name(self.run_id)}")
+            # Copied before the transaction, so a large file does not hold the store's write
+            # lock (other processes' runs) while it copies; moved into place inside it.
+            os.makedirs(run_dir, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".incoming-", dir=run_dir)
+            try:
+                copied = os.path.join(staging, safe_file_name(os.path.basename(os.path.normpath(source))))
                 if os.path.isdir(source):
-                    shutil.copytree(source, target)
+                    shutil.copytree(source, copied)
                 else:
-                    shutil.copy2(source, target)
-                db.execute(
-                    "INSERT INTO artifacts (run, name, version, type, path, time) VALUES (?, ?, ?, ?, ?, ?)",
-                    (self._run, name, version, type, relative, time.time()),
-                )
+                    shutil.copy2(source, copied)
+                with self._transaction() as db:
+                    (version,) = db.execute(
+                        "SELECT coalesce(max(version), 0) + 1 FROM artifacts WHERE run = ? AND name = ?",
+                        (self._run, name),
+                    ).fetchone()
+                    (upload,) = db.execute("SELECT count(*) + 1 FROM artifacts WHERE run = ?", (self._run,)).fetchone()
+                    # Folders carry the run's and the upload's numbers: names that clean up alike
+                    # ("run+1" and "run_1", "model v1" and "model_v1") never share one.
+                    folder = os.path.join(run_dir, f"{upload}-{safe_file_name(name)}-v{version}")
+                    os.replace(staging, folder)
+                    relative = os.path.relpath(os.path.join(folder, os.path.basename(copied)), _store_dir(self.path))
+                    db.execute(
+                        "INSERT INTO artifacts (run, name, version, type, path, time) VALUES (?, ?, ?, ?, ?, ?)",
+                        (self._run, name, version, type, relative, time.time()),
+                    )
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)  # gone already unless something failed
 
     def set_status(self, status: str) -> None:
         if status not in STATUSES[1:]:
@@ -576,21 +586,20 @@ class RunStore:
         ):
             stats[names[key]] = {"count": count, "min": low, "max": high}
         for table in _STEP_TABLES:
-            for key, step, *data in self._db.execute(
-                f"SELECT t.key, t.step, {_READ_COLUMNS[table]} FROM {table} AS t "
-                f"JOIN (SELECT key, max(step) AS step FROM {table} WHERE run = ? GROUP BY key) AS latest "
-                "ON t.key = latest.key AND t.step = latest.step WHERE t.run = ?",
+            for key, step, count, *data in self._db.execute(
+                f"SELECT t.key, t.step, latest.count, {_READ_COLUMNS[table]} FROM {table} AS t "
+                f"JOIN (SELECT key, max(step) AS step, count(*) AS count FROM {table} WHERE run = ? GROUP BY key) "
+                "AS latest ON t.key = latest.key AND t.step = latest.step WHERE t.run = ?",
                 (num, num),
             ):
-                entry = stats.setdefault(names[key], {"count": self._count(table, num, key)})
-                entry["last_step"] = step
-                entry["last"] = _decode(table, data)
+                entry = stats.setdefault(names[key], {"count": 0})
+                if table != "scalars":
+                    entry["count"] += count
+                # A key logged as a number at some steps and as text at others: the latest step wins.
+                if entry.get("last_step", -1) <= step:
+                    entry["last_step"] = step
+                    entry["last"] = _decode(table, data)
         return dict(sorted(stats.items()))
-
-    def _count(self, table: str, num: int, key: int) -> int:
-        return int(
-            self._db.execute(f"SELECT count(*) FROM {table} WHERE run = ? AND key = ?", (num, key)).fetchone()[0]
-        )
 
     def summary(self, run_id: str) -> dict[str, Any]:
         """The run's summary values."""
@@ -816,15 +825,28 @@ def _connect(path: str, *, create: bool) -> sqlite3.Connection:
     uri = pathlib.Path(path).absolute().as_uri() + ("?mode=rwc" if create else "?mode=rw")
     db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_SECS, isolation_level=None, check_same_thread=False)
     try:
+        # Checked before anything is changed: another program's database is left as it was.
+        if _store_version(db) > SCHEMA_VERSION:
+            raise ValueError(f"{path!r} was written by a newer jaxtrack; upgrade jaxtrack to read it")
+        if not create and _store_version(db) != SCHEMA_VERSION:
+            raise ValueError(f"{path!r} is not a jaxtrack run store")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise ValueError(f"{path!r} was written by a newer jaxtrack (store format {version}); upgrade jaxtrack")
-        if create and version < SCHEMA_VERSION:
-            db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
-        elif not create and version != SCHEMA_VERSION:
-            raise ValueError(f"{path!r} is not a jaxtrack run store")
+        if create and _store_version(db) < SCHEMA_VERSION:
+            db.execute("BEGIN IMMEDIATE")  # two processes creating one store: the second sees the first's tables
+            try:
+                version = _store_version(db)
+                if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                    raise ValueError(f"{path!r} is an SQLite database of another program, not a jaxtrack run store")
+                if version < SCHEMA_VERSION:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
     except sqlite3.DatabaseError as error:
         db.close()
         raise ValueError(f"{path!r} is not a jaxtrack run store: {error}") from None
@@ -832,6 +854,10 @@ def _connect(path: str, *, create: bool) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _store_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
 def _git_info() -> dict[str, Any]:

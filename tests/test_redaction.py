@@ -1,0 +1,367 @@
+"""Credentials never reach a backend: ``is_secret_key`` / ``redact``, then every backend read back for real.
+
+Each built-in backend is given the same hyperparameters directly (not through
+``jaxtrack.log_hyperparameters``, which redacts on its own) and what it wrote
+is read back: the local store's config, TensorBoard's hparams plugin data,
+W&B's offline run files, the console's log lines, CLU's writers. The raw
+bytes of every file a backend wrote are searched for the secrets too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import pytest
+import wandb
+import yaml
+from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+import jaxtrack as jt
+from jaxtrack.redaction import REDACTED, is_secret_key, redact
+from jaxtrack.trackers.clu import as_metric_writer, from_metric_writer, load_metric_writers
+from jaxtrack.trackers.local import LocalTracker, RunStore
+from jaxtrack.trackers.tensorboard import TensorboardTracker
+from jaxtrack.trackers.wandb import WandbTracker
+from test_tracking import RecordingTracker
+from wandb_files import read_run
+
+HPARAMS = {"optimizer": {"lr": 0.1}, "wandb": {"api_key": "SECRET-123"}, "hf_token": "hf_SECRET"}
+REDACTED_FLAT = {"optimizer/lr": 0.1, "wandb/api_key": REDACTED, "hf_token": REDACTED}
+REDACTED_NESTED = {"optimizer": {"lr": 0.1}, "wandb": {"api_key": REDACTED}, "hf_token": REDACTED}
+
+
+def _files_holding(root: Path, needle: bytes = b"SECRET") -> list[str]:
+    """Every file under ``root`` whose raw bytes contain ``needle``."""
+    return sorted(str(path) for path in root.rglob("*") if path.is_file() and needle in path.read_bytes())
+
+
+# ---- 1. which keys are credentials ---------------------------------------------------------------
+
+SECRET_KEYS = [
+    "api_key",
+    "apiKey",
+    "API_KEY",
+    "Api Key",
+    "x-api-key",
+    "wandb/api_key",
+    "wandb.api_key",
+    "OPENAI_API_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+    "access_key_id",
+    "password",
+    "db_password",
+    "db/password",
+    "MY_PASSWD",
+    "passphrase",
+    "hf_token",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "auth_token",
+    "authToken",
+    "access_token",
+    "refresh_token",
+    "AWS_SESSION_TOKEN",
+    "token",
+    "client_secret",
+    "client-secret",
+    "private_key",
+    "privateKey",
+    "secret_key",
+    "session_key",
+    "credentials",
+    "secret",
+    "secrets",
+    "SECRET",
+    "authorization",
+    "cookie",
+    "use_auth_token",
+]
+
+KEPT_KEYS = [
+    "max_tokens",
+    "max_new_tokens",
+    "num_tokens",
+    "tokens",
+    "special_tokens",
+    "tokenizer",
+    "tokenizer_name",
+    "tokenizer/name",
+    "token_id",
+    "token_count",
+    "eos_token",
+    "bos_token",
+    "pad_token",
+    "pad_token_id",
+    "mask_token",
+    "learning_rate",
+    "keyboard",
+    "keystone",
+    "monkey",
+    "key",
+    "keys",
+    "passthrough",
+    "passenger",
+    "secretary",
+    "session_id",
+    "optimizer/lr",
+]
+
+
+@pytest.mark.parametrize("key", SECRET_KEYS)
+def test_credential_keys_are_secret_and_their_values_redacted(key: str) -> None:
+    assert is_secret_key(key)
+    assert redact({key: "hunter2"}) == {key: REDACTED}
+    assert redact({"outer": {key: 12345}}) == {"outer": {key: REDACTED}}  # numbers too, at any depth
+
+
+@pytest.mark.parametrize("key", KEPT_KEYS)
+def test_ordinary_keys_are_kept(key: str) -> None:
+    assert not is_secret_key(key)
+    assert redact({key: "value", "nested": {key: 3}}) == {key: "value", "nested": {key: 3}}
+
+
+@pytest.mark.parametrize("key", ["api_keys", "passwords", "access_keys", "private_keys", "db_passwords"])
+def test_plural_credential_keys_are_secret(key: str) -> None:
+    assert is_secret_key(key)
+    assert redact({key: {"openai": "sk-SECRET"}}) == {key: REDACTED}
+
+
+@pytest.mark.parametrize("key", ["use_auth_token", "api_key", "password", "hf_token"])
+@pytest.mark.parametrize("value", [True, False, None])
+def test_values_that_cannot_be_credentials_are_kept(key: str, value: Any) -> None:
+    assert redact({key: value}) == {key: value}
+
+
+def test_a_credential_key_redacts_its_whole_nested_value() -> None:
+    hparams = {
+        "credentials": {"user": "me", "password": "SECRET"},
+        "secret": {"nested": {"deeper": "SECRET"}},
+        "wandb": {"api_key": "SECRET", "project": "p", "tags": ["a"]},
+        "lr": 0.1,
+    }
+    assert redact(hparams) == {
+        "credentials": REDACTED,
+        "secret": REDACTED,
+        "wandb": {"api_key": REDACTED, "project": "p", "tags": ["a"]},
+        "lr": 0.1,
+    }
+    assert hparams["credentials"] == {"user": "me", "password": "SECRET"}  # the input is not changed
+
+
+def test_flat_path_keys_are_redacted_by_any_component() -> None:
+    assert redact({"db/password/value": "SECRET", "db/host": "localhost", 3: "three"}) == {
+        "db/password/value": REDACTED,
+        "db/host": "localhost",
+        3: "three",
+    }
+
+
+def test_credentials_inside_lists_are_redacted() -> None:
+    assert redact({"loggers": [{"type": "wandb", "api_key": "SECRET"}]}) == {
+        "loggers": [{"type": "wandb", "api_key": REDACTED}]
+    }
+
+
+# ---- 2. every built-in backend redacts what it is given directly ---------------------------------
+
+
+def test_local_tracker_stores_redacted_hyperparameters(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    with LocalTracker(path, run_id="redacted") as tracker:
+        tracker.log_hyperparameters(HPARAMS)
+        tracker.log({"loss": 1.0}, step=0)
+    with RunStore(path) as store:
+        assert store.config("redacted") == REDACTED_FLAT
+    assert _files_holding(tmp_path) == []
+
+
+def _tensorboard_hparams(logdir: Path) -> dict[str, Any]:
+    accumulator = EventAccumulator(os.fspath(logdir), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    content = accumulator.PluginTagToContent(hparams_metadata.PLUGIN_NAME)[hparams_metadata.SESSION_START_INFO_TAG]
+    info = hparams_metadata.parse_session_start_info_plugin_data(content)
+    return {key: getattr(value, value.WhichOneof("kind")) for key, value in info.hparams.items()}
+
+
+def test_tensorboard_tracker_writes_redacted_hyperparameters(tmp_path: Path) -> None:
+    logdir = tmp_path / "tb"
+    with TensorboardTracker(logdir) as tracker:
+        tracker.log_hyperparameters(HPARAMS)
+        tracker.log({"loss": 1.0}, step=0)
+    assert _tensorboard_hparams(logdir) == REDACTED_FLAT
+    assert list(logdir.glob("events.out.tfevents.*"))
+    assert _files_holding(tmp_path) == []
+
+
+@pytest.fixture
+def wandb_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Offline, silent, every wandb directory under ``tmp_path`` (as in tests/trackers/test_wandb.py)."""
+    for var, name in (
+        ("WANDB_DIR", "runs"),
+        ("WANDB_CACHE_DIR", "wandb-cache"),
+        ("WANDB_CONFIG_DIR", "wandb-config"),
+        ("WANDB_DATA_DIR", "wandb-data"),
+    ):
+        (tmp_path / name).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / name))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    wandb.teardown()
+    yield tmp_path / "runs"
+    if wandb.run is not None:
+        wandb.run.finish()
+    wandb.teardown()
+
+
+def test_wandb_tracker_writes_redacted_config(wandb_dirs: Path, tmp_path: Path) -> None:
+    tracker = WandbTracker(project="jaxtrack-tests", mode="offline", dir=str(wandb_dirs))
+    tracker.log_hyperparameters(HPARAMS)
+    tracker.log({"loss": 1.0}, step=0)
+    tracker.finish()
+    files = read_run(wandb_dirs)
+    assert files.exited
+    assert {key: value for key, value in files.config.items() if key != "_wandb"} == REDACTED_FLAT
+    config_yaml = files.files_dir / "config.yaml"
+    if config_yaml.exists():
+        assert REDACTED in config_yaml.read_text()
+    assert _files_holding(tmp_path) == []
+
+
+def test_console_tracker_logs_redacted_hyperparameters(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="test.redaction.console")
+    tracker = jt.ConsoleTracker(logger="test.redaction.console")
+    tracker.log_hyperparameters(HPARAMS)
+    tracker.finish()
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "test.redaction.console"]
+    assert line == "hyperparameters | optimizer/lr 0.1 | wandb/api_key '[redacted]' | hf_token '[redacted]'"
+    assert "SECRET" not in caplog.text
+
+
+def test_clu_writer_behind_from_metric_writer_gets_redacted_hparams(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    tracker = from_metric_writer(load_metric_writers().LoggingWriter())
+    tracker.log_hyperparameters(HPARAMS)
+    tracker.finish()
+    lines = [r.getMessage() for r in caplog.records if r.name == "absl"]
+    assert lines == [f"[Hyperparameters] {REDACTED_FLAT}"]
+    assert "SECRET" not in caplog.text
+
+
+def test_clu_write_hparams_into_a_local_tracker_is_redacted(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    writer = as_metric_writer(LocalTracker(path, run_id="clu"))
+    writer.write_hparams(HPARAMS)
+    writer.write_scalars(0, {"loss": 1.0})
+    writer.close()
+    assert RunStore(path).config("clu") == REDACTED_FLAT
+    assert _files_holding(tmp_path) == []
+
+
+def test_clu_write_hparams_into_a_user_tracker_is_redacted() -> None:
+    recording = RecordingTracker()
+    writer = as_metric_writer(recording)
+    writer.write_hparams(HPARAMS)
+    writer.close()
+    assert recording.hparams == [REDACTED_FLAT]
+
+
+# ---- 3. the module functions redact before any backend, user-written ones included ---------------
+
+
+def test_log_hyperparameters_redacts_for_a_user_tracker() -> None:
+    recording = RecordingTracker()
+    with jt.current_tracker(recording):
+        jt.log_hyperparameters(HPARAMS)
+        assert jt.flush(timeout=60)
+    assert recording.hparams == [REDACTED_FLAT]
+    assert HPARAMS["wandb"]["api_key"] == "SECRET-123"  # the caller's dict is not changed
+
+
+@dataclasses.dataclass
+class WandbSettings:
+    project: str = "p"
+    api_key: str = "SECRET-123"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    optimizer: dict = dataclasses.field(default_factory=lambda: {"lr": 0.1})
+    wandb: WandbSettings = dataclasses.field(default_factory=WandbSettings)
+    hf_token: str = "hf_SECRET"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        HPARAMS,
+        TrainConfig(),
+        ml_collections.ConfigDict(HPARAMS),
+    ],
+    ids=["dict", "dataclass", "config-dict"],
+)
+def test_log_configuration_redacts_the_hyperparameters_and_the_yaml_artifact(
+    config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where log_configuration writes its YAML
+    recording = RecordingTracker()
+    with jt.current_tracker(recording):
+        jt.log_configuration(config)
+        assert jt.flush(timeout=60)
+    expected_flat = dict(REDACTED_FLAT)
+    expected_nested: dict[str, Any] = dict(REDACTED_NESTED)
+    if isinstance(config, TrainConfig):
+        expected_flat["wandb/project"] = "p"
+        expected_nested["wandb"] = {"project": "p", "api_key": REDACTED}
+    assert recording.hparams == [expected_flat]
+    ((_, name, kind, content),) = recording.artifacts
+    assert (name, kind) == ("config", "config")
+    assert content is not None and b"SECRET" not in content
+    assert yaml.safe_load(content) == expected_nested
+    assert _files_holding(tmp_path) == []  # the temporary YAML is gone, and held no secret anyway
+
+
+def test_log_hyperparameters_to_a_local_store_through_the_module_functions(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    jt.init_tracker({"type": "local", "path": str(path)}, run_id="module")
+    jt.log_hyperparameters(HPARAMS)
+    jt.log_configuration({"db": {"password": "SECRET", "host": "localhost"}}, name="db")
+    jt.finish()
+    with RunStore(path) as store:
+        assert store.config("module") == {**REDACTED_FLAT, "db/password": REDACTED, "db/host": "localhost"}
+        (artifact,) = store.artifacts("module")
+    assert yaml.safe_load(Path(artifact["path"]).read_text()) == {"db": {"password": REDACTED, "host": "localhost"}}
+    assert _files_holding(tmp_path) == []
+
+
+# ---- 4. credentials inside values that are not dicts ---------------------------------------------
+
+NOT_DICT_VALUES = {
+    "dataclass": lambda: {"wandb": WandbSettings()},
+    "config-dict": lambda: {"wandb": ml_collections.ConfigDict({"api_key": "SECRET-123", "project": "p"})},
+    "list-of-dicts": lambda: {"loggers": [{"type": "wandb", "api_key": "SECRET-123"}]},
+}
+
+
+@pytest.mark.parametrize("make", NOT_DICT_VALUES.values(), ids=NOT_DICT_VALUES.keys())
+def test_credentials_inside_non_dict_values_are_redacted_by_the_local_tracker(make: Any, tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    with LocalTracker(path, run_id="values") as tracker:
+        tracker.log_hyperparameters(make())
+    assert "SECRET" not in repr(RunStore(path).config("values"))
+
+
+@pytest.mark.parametrize("make", NOT_DICT_VALUES.values(), ids=NOT_DICT_VALUES.keys())
+def test_credentials_inside_non_dict_values_never_reach_a_user_tracker(make: Any) -> None:
+    recording = RecordingTracker()
+    with jt.current_tracker(recording):
+        jt.log_hyperparameters(make())
+        assert jt.flush(timeout=60)
+    assert "SECRET" not in repr(recording.hparams)
