@@ -102,7 +102,7 @@ def test_log_artifact_missing_path_is_a_clear_error(tmp_path):
         jt.log_artifact(tmp_path / "nope.txt")
 
 
-def test_calls_reach_the_tracker_on_the_reporter_thread_with_host_values():
+def test_calls_reach_the_tracker_off_the_training_thread_with_host_values():
     # The training thread only queues; the reporter copies arrays to the host and calls the backend.
     threads = []
 
@@ -114,7 +114,7 @@ def test_calls_reach_the_tracker_on_the_reporter_thread_with_host_values():
     tracker = ThreadRecorder()
     with jt.current_tracker(tracker):
         jt.log({"x": jnp.arange(3.0), "y": {"z": jnp.ones(())}}, step=0)
-    assert threads == ["jaxtrack-reporter"]
+    assert threads == [f"jaxtrack-{tracker.name}"]  # the backend's own delivery thread, not the training one
     logged = tracker.logs[0][1]
     assert isinstance(logged["x"], np.ndarray) and logged["x"].tolist() == [0.0, 1.0, 2.0]
     assert isinstance(logged["y/z"], np.ndarray)
@@ -149,7 +149,7 @@ def test_a_failing_backend_is_reported_and_counted_not_raised(caplog):
             raise OSError("backend down")
 
     failing = Failing("failing")
-    with pytest.warns(RuntimeWarning, match=r"failing\.log x3"):
+    with pytest.warns(RuntimeWarning, match=r"failing\.log failed x3"):
         jt.current_tracker(failing)
         for step in range(3):
             jt.log({"loss": 1.0}, step=step)  # does not raise on the training thread

@@ -4,9 +4,11 @@ Every module-level call (``jaxtrack.log``, ``log_summary``, the reports of
 in-graph metrics, ...) becomes a task in one first-in-first-out queue, so a
 backend receives calls in the order they were made, with their steps. The
 worker copies the JAX arrays of everything that has piled up to the host in
-one batched transfer (it is the thread that waits for the device), then calls
-the trackers. A slow backend therefore never holds up training; a backend that
-raises is reported once by name, counted, and the others go on.
+one batched transfer (it is the thread that waits for the device), then hands
+each backend its calls through its own queue and thread
+(:mod:`jaxtrack.delivery`). A slow backend therefore never holds up training
+nor the other backends; a backend that raises is reported once by name,
+counted, and the others go on.
 
 The queue is bounded (``max_pending`` tasks): when it is full the caller
 waits for room rather than drop data. Before delivering, the worker lingers
@@ -29,7 +31,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxtrack.trackers.base import Tracker
+from jaxtrack.delivery import BackendLane, Call, Countdown, on_delivery_thread
+from jaxtrack.multihost import replicate_sharded
+from jaxtrack.trackers.base import CompositeTracker, Tracker
 from jaxtrack.values import HOST_SCALAR_TYPES
 
 logger = logging.getLogger("jaxtrack")
@@ -53,10 +57,29 @@ class _Task:
 
 @dataclasses.dataclass
 class DeliveryErrors:
-    """Calls a backend raised on, by tracker name and method: ``{("wandb", "log"): 3}``."""
+    """Calls a backend raised on, by tracker name and method (``{("wandb", "log"): 3}``), and calls dropped."""
 
     counts: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
     last: dict[tuple[str, str], BaseException] = dataclasses.field(default_factory=dict)
+    dropped: dict[str, int] = dataclasses.field(default_factory=dict)
+    """``log`` calls dropped by a ``drop_oldest`` backend that fell behind, by tracker name."""
+    total: int = 0
+    """Failures so far, of every backend (so a caller can tell whether there are new ones)."""
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record(self, name: str, method: str, error: BaseException) -> bool:
+        """Counts a failure; ``True`` if it is the first of this backend and method."""
+        with self._lock:
+            key = (name, method)
+            first = key not in self.counts
+            self.counts[key] = self.counts.get(key, 0) + 1
+            self.last[key] = error
+            self.total += 1
+            return first
+
+    def record_drop(self, name: str) -> None:
+        with self._lock:
+            self.dropped[name] = self.dropped.get(name, 0) + 1
 
     def __bool__(self) -> bool:
         return bool(self.counts)
@@ -160,11 +183,12 @@ class NonFinite:
 
 
 class Reporter:
-    """A worker thread that calls trackers in submission order.
+    """A worker thread that hands calls to the trackers (each through its own lane) in submission order.
 
     >>> from jaxtrack.trackers import NoopTracker
     >>> reporter = Reporter()
     >>> reporter.submit(NoopTracker(), "log", {"loss": 1.0}, step=0)
+    True
     >>> reporter.flush()
     True
     >>> reporter.close()
@@ -188,6 +212,8 @@ class Reporter:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._unflushed: dict[int, Tracker] = {}  # trackers written to since their last idle flush
+        self._lanes: dict[int, BackendLane] = {}  # each backend's own queue and thread, by id(tracker)
+        self._lanes_lock = threading.Lock()
         self._idle = False  # the worker waits for a first task
 
     def submit(
@@ -196,22 +222,30 @@ class Reporter:
         method: str,
         *args: Any,
         wait: bool = False,
+        timeout: float | None = None,
         may_block: bool = True,
         prepare: Callable[..., tuple[Any, ...]] | None = None,
         **kwargs: Any,
-    ) -> None:
+    ) -> bool:
         """Queues ``tracker.method(*args, **kwargs)``; with ``wait=True``, returns once it ran.
+
+        Returns ``False`` if ``wait`` ran out of ``timeout`` seconds first (a
+        backend that hangs), else ``True``.
 
         ``prepare``, if given, turns the arguments (once copied to the host)
         into the ones the tracker gets. ``may_block=False`` queues even past
         ``max_pending``: for callers that the device waits on (host
         callbacks), where waiting could deadlock.
         """
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self._thread or on_delivery_thread():
             # A tracker logging from inside a tracker call: queueing would wait on ourselves.
             args = prepare(*_fetch([args])[0]) if prepare is not None else args
             getattr(tracker, method)(*args, **kwargs)
-            return
+            return True
+        # Arrays sharded over other hosts are gathered here, on the calling thread,
+        # where every process dispatches the collective in step with its training
+        # (see jaxtrack.multihost); the worker then reads only local copies.
+        args = replicate_sharded(args)
         task = _Task(tracker, method, args, kwargs, threading.Event() if wait else None, prepare)
         if self._closed:
             raise RuntimeError("the jaxtrack reporter is closed (the process is exiting)")
@@ -233,11 +267,12 @@ class Reporter:
                 self._urgent = self._urgent or wait
                 self._cond.notify_all()
         if task.done is not None:
-            task.done.wait()
+            return task.done.wait(timeout)
+        return True
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Waits until every task submitted so far has run; ``False`` if ``timeout`` ran out first."""
-        if threading.current_thread() is self._thread:
+        """Waits until every task submitted so far has reached its backends; ``False`` if ``timeout`` ran out first."""
+        if threading.current_thread() is self._thread or on_delivery_thread():
             return True  # called by a tracker, on the worker: it cannot wait for itself
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -248,13 +283,30 @@ class Reporter:
                 if remaining is not None and remaining <= 0:
                     return False
                 self._cond.wait(remaining)
+        for lane in self._lane_list():
+            if not lane.wait(None if deadline is None else max(deadline - time.monotonic(), 0.0)):
+                return False
         return True
 
     @property
     def pending(self) -> int:
-        """Tasks submitted and not yet run."""
+        """Tasks submitted and not yet run (in the reporter's queue or a backend's)."""
         with self._cond:
-            return len(self._queue) + (1 if self._busy else 0)
+            queued = len(self._queue) + (1 if self._busy else 0)
+        return queued + sum(lane.pending for lane in self._lane_list())
+
+    def backlog(self, tracker: Tracker) -> dict[str, int]:
+        """Calls still waiting for each backend of ``tracker`` (those with none are left out)."""
+        from jaxtrack.trackers.base import walk
+
+        ids = {id(t) for t in walk(tracker)}
+        return {
+            lane.tracker.name: lane.pending for lane in self._lane_list() if id(lane.tracker) in ids and lane.pending
+        }
+
+    def _lane_list(self) -> list[BackendLane]:
+        with self._lanes_lock:
+            return list(self._lanes.values())
 
     def close(self, timeout: float | None = None) -> bool:
         """Runs what is queued, then stops the worker; ``False`` if ``timeout`` ran out first."""
@@ -303,8 +355,9 @@ class Reporter:
 
     def _deliver(self, batch: list[_Task]) -> None:
         host_args = _fetch([task.args for task in batch])
+        per_lane: dict[int, list[Call]] = {}
         for done, (task, args) in enumerate(zip(batch, host_args, strict=True), 1):
-            self._call(task, args)
+            self._route(task, args, per_lane)
             if done % 8 == 0:
                 # Let the training thread take the interpreter lock to dispatch
                 # now and then, instead of waiting for the whole batch.
@@ -313,31 +366,59 @@ class Reporter:
                 self._unflushed[id(task.tracker)] = task.tracker
             else:
                 self._unflushed.pop(id(task.tracker), None)
+        self._hand_over(per_lane)
 
-    def _call(self, task: _Task, args: tuple[Any, ...] | None = None) -> None:
+    def _call(self, task: _Task) -> None:
+        per_lane: dict[int, list[Call]] = {}
+        self._route(task, task.args, per_lane)
+        self._hand_over(per_lane)
+
+    def _route(self, task: _Task, args: tuple[Any, ...], per_lane: dict[int, list[Call]]) -> None:
+        """Adds the backend calls of ``task`` to ``per_lane``, one per backend, in order."""
         try:
-            args = task.args if args is None else args
             if task.prepare is not None:
                 args = task.prepare(*args)
             if task.method == "log" and args:
                 self.reported.update(args[0], task.kwargs.get("step"))
-            getattr(task.tracker, task.method)(*args, **task.kwargs)
-        except Exception as error:  # noqa: BLE001 - one backend's failure must not stop the others
-            self._record(task, error)
-        finally:
+            if isinstance(task.tracker, CompositeTracker):
+                calls = task.tracker.split(task.method, args, task.kwargs)
+            else:
+                calls = [(task.tracker, task.method, args, task.kwargs)]
+        except Exception as error:  # noqa: BLE001 - a bad report must not stop the others
+            self._record(task.tracker, task.method, error)
             if task.done is not None:
                 task.done.set()
+            return
+        countdown = Countdown(len(calls), task.done) if task.done is not None else None
+        for tracker, method, call_args, call_kwargs in calls:
+            lane = self._lane(tracker)
+            per_lane.setdefault(id(lane), []).append(Call(method, call_args, call_kwargs, countdown))
 
-    def _record(self, task: _Task, error: BaseException) -> None:
-        key = (task.tracker.name, task.method)
-        first = key not in self.errors.counts
-        self.errors.counts[key] = self.errors.counts.get(key, 0) + 1
-        self.errors.last[key] = error
-        if first:
+    def _lane(self, tracker: Tracker) -> BackendLane:
+        with self._lanes_lock:
+            lane = self._lanes.get(id(tracker))
+            if lane is None or lane.tracker is not tracker:
+                lane = BackendLane(tracker, on_error=self._record, on_drop=lambda t: self.errors.record_drop(t.name))
+                self._lanes[id(tracker)] = lane
+            return lane
+
+    def _hand_over(self, per_lane: dict[int, list[Call]]) -> None:
+        with self._lanes_lock:
+            lanes = {id(lane): lane for lane in self._lanes.values()}
+        for key, calls in per_lane.items():
+            lanes[key].put(calls)  # waits here if a "block" backend is max_pending behind
+        with self._lanes_lock:
+            # Finished backends' lanes go, so finished trackers are not kept alive.
+            for key, lane in list(self._lanes.items()):
+                if lane.retired and not lane.pending:
+                    del self._lanes[key]
+
+    def _record(self, tracker: Tracker, method: str, error: BaseException) -> None:
+        if self.errors.record(tracker.name, method, error):
             logger.error(
                 "jaxtrack: tracker %r failed in %s; training goes on, further failures are counted",
-                task.tracker.name,
-                task.method,
+                tracker.name,
+                method,
                 exc_info=error,
             )
 
@@ -384,7 +465,13 @@ def default_reporter() -> Reporter:
 
 
 def call_soon(
-    tracker: Tracker, method: str, *args: Any, wait: bool = False, may_block: bool = True, **kwargs: Any
-) -> None:
+    tracker: Tracker,
+    method: str,
+    *args: Any,
+    wait: bool = False,
+    timeout: float | None = None,
+    may_block: bool = True,
+    **kwargs: Any,
+) -> bool:
     """Queues one tracker call on the process's reporter (see :meth:`Reporter.submit`)."""
-    default_reporter().submit(tracker, method, *args, wait=wait, may_block=may_block, **kwargs)
+    return default_reporter().submit(tracker, method, *args, wait=wait, timeout=timeout, may_block=may_block, **kwargs)

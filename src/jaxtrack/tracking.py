@@ -22,6 +22,7 @@ import dataclasses
 import os
 import tempfile
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Mapping
@@ -31,8 +32,9 @@ from typing import Any, overload
 import jax
 import yaml
 
-from jaxtrack import reporter
+from jaxtrack import process_exit, reporter
 from jaxtrack._paths import safe_file_name
+from jaxtrack.multihost import agree_on_run_id
 from jaxtrack.redaction import redact
 from jaxtrack.run_id import new_run_id, validate_run_id
 from jaxtrack.trackers.base import NoopTracker, Tracker, check_step, walk
@@ -102,6 +104,7 @@ def current_tracker(tracker: Tracker | None = None) -> Tracker | _CurrentTracker
         previous = _current
         _current = tracker
         _unfinished.add(tracker)
+    process_exit.install()  # SIGTERM and uncaught errors finish the run, marked killed/failed
     return _CurrentTrackerScope(tracker, previous)
 
 
@@ -142,6 +145,7 @@ def log(metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | N
     check_values(metrics)
     if step is not None and not isinstance(step, jax.Array):
         check_step(step)
+    _raise_if_strict()
     reporter.call_soon(_get(), "log", metrics, step=step, commit=commit)
 
 
@@ -236,12 +240,19 @@ def get_tracker(name: str) -> Tracker:
 RUN_END_STATUSES = ("finished", "failed", "killed")
 
 
-def finish(*, status: str = "finished") -> None:
+FINISH_TIMEOUT_SECS = 60.0
+"""How long ``finish()`` (and the end of the process) waits for a backend that hangs before giving up on it."""
+
+
+def finish(*, status: str = "finished", timeout: float | None = FINISH_TIMEOUT_SECS) -> None:
     """Finishes the current tracker (everything is written out) and unsets it.
 
     ``status`` says how the run ended, for backends that record it (the local
     store's run status, W&B's exit code): ``"finished"``, ``"failed"`` (an
-    error) or ``"killed"`` (interrupted, preempted).
+    error) or ``"killed"`` (interrupted, preempted). A backend that has not
+    finished within ``timeout`` seconds (it hangs, or is far behind) is given
+    up on; a warning says which backends lost what, as it does for backends
+    that failed or dropped reports.
 
     >>> import jaxtrack as jt
     >>> _ = jt.current_tracker(jt.NoopTracker())
@@ -251,26 +262,61 @@ def finish(*, status: str = "finished") -> None:
     if status not in RUN_END_STATUSES:
         raise ValueError(f"status must be one of {', '.join(map(repr, RUN_END_STATUSES))}, got {status!r}")
     tracker = _get()
+    _wait_for_callbacks()  # jit_log callbacks still running log to the current tracker: keep it set for them
     with _lock:
         if _current is tracker:
             _current = None
-    _finish(tracker, status=status)
+    _finish(tracker, status=status, timeout=timeout)
+    _raise_if_strict()
 
 
-def _finish(tracker: Tracker, *, status: str = "finished") -> None:
+def _finish(tracker: Tracker, *, status: str = "finished", timeout: float | None = FINISH_TIMEOUT_SECS) -> None:
     _unfinished.discard(tracker)
     _wait_for_callbacks()
     if status != "finished":
         reporter.call_soon(tracker, "set_status", status)
-    reporter.call_soon(tracker, "finish", wait=True)
-    lost = {key: count for key, count in reporter.default_reporter().errors.counts.items() if key[0] in _names(tracker)}
+    finished = reporter.call_soon(tracker, "finish", wait=True, timeout=timeout)
+    rep = reporter.default_reporter()
+    names = _names(tracker)
+    lost = [f"{name}.{method} failed x{count}" for (name, method), count in rep.errors.counts.items() if name in names]
+    lost += [
+        f"{name}: {count} report(s) dropped as it fell behind"
+        for name, count in rep.errors.dropped.items()
+        if name in names
+    ]
+    if not finished:
+        lost += [
+            f"{name}: did not finish within {timeout:.0f} s, {count} call(s) still queued for it"
+            for name, count in rep.backlog(tracker).items()
+        ]
     if lost:
         warnings.warn(
-            "jaxtrack: some calls failed in a backend and their data did not reach it: "
-            + ", ".join(f"{name}.{method} x{count}" for (name, method), count in lost.items()),
+            "jaxtrack: not everything logged reached every backend: " + "; ".join(lost),
             RuntimeWarning,
             stacklevel=3,
         )
+
+
+class BackendError(RuntimeError):
+    """A backend failed to record data, raised on the training thread in strict mode (``init_tracker(strict=True)``)."""
+
+
+# In strict mode, the reporter's failure count when strict mode began (else None):
+# a backend failure after it is raised on the training thread at the next call.
+_strict_since: int | None = None
+
+
+def _raise_if_strict() -> None:
+    global _strict_since
+    if _strict_since is None:
+        return
+    errors = reporter.default_reporter().errors
+    if errors.total > _strict_since:
+        _strict_since = errors.total
+        (name, method), error = next(reversed(errors.last.items()))
+        raise BackendError(
+            f"tracker {name!r} failed in {method} (strict mode): {type(error).__name__}: {error}"
+        ) from error
 
 
 def _names(tracker: Tracker) -> set[str]:
@@ -293,7 +339,9 @@ def flush(timeout: float | None = None) -> bool:
         tracker = _current
     if tracker is not None:
         reporter.call_soon(tracker, "flush")
-    return reporter.default_reporter().flush(timeout)
+    flushed = reporter.default_reporter().flush(timeout)
+    _raise_if_strict()
+    return flushed
 
 
 def _wait_for_callbacks() -> None:
@@ -305,13 +353,14 @@ def _wait_for_callbacks() -> None:
 def release(tracker: Tracker) -> None:
     """Finishes ``tracker`` and, if it is the current tracker, unsets it (what leaving ``with tracker:`` does)."""
     global _current
+    _wait_for_callbacks()
     with _lock:
         if _current is tracker:
             _current = None
     _finish(tracker)
 
 
-def init_tracker(spec: Any = None, *, run_id: str | None = None) -> Tracker:
+def init_tracker(spec: Any = None, *, run_id: str | None = None, strict: bool = False) -> Tracker:
     """Builds trackers from a config and makes the result the current tracker.
 
     With no ``spec``, the default: a :class:`~jaxtrack.LocalTracker` writing
@@ -320,7 +369,16 @@ def init_tracker(spec: Any = None, *, run_id: str | None = None) -> Tracker:
     with ``type:``, YAML text) or a list of those, which gives a
     :class:`~jaxtrack.CompositeTracker`; a :class:`~jaxtrack.Tracker` is used as
     is. Every backend gets the same ``run_id`` (one is made up if not given).
+    In a ``jax.distributed`` run every process calls ``init_tracker`` alike:
+    all use the id process 0 made up, and a given id is checked to be the same
+    on every process (see :func:`jaxtrack.multihost.agree_on_run_id`).
     The returned tracker is also a context manager that finishes it.
+
+    A backend that fails is normally reported once, counted, and left behind
+    while training goes on (``finish()`` says what was lost). With
+    ``strict=True``, a backend failure is raised instead, as
+    :class:`BackendError`, on the training thread at the next ``log``,
+    ``flush`` or ``finish``.
 
     >>> import jaxtrack as jt
     >>> with jt.init_tracker([{"type": "noop"}, "type: noop"], run_id="demo") as tracker:
@@ -336,7 +394,8 @@ def init_tracker(spec: Any = None, *, run_id: str | None = None) -> Tracker:
         tracker = spec
     else:
         parsed = TrackerConfig.parse(spec)
-        run_id = validate_run_id(run_id) if run_id is not None else new_run_id()
+        # In a jax.distributed run every process gets the same id (process 0's, if none is given).
+        run_id = agree_on_run_id(validate_run_id(run_id) if run_id is not None else None, new_run_id)
         if isinstance(parsed, list):
             built: list[Tracker] = []
             try:
@@ -349,6 +408,8 @@ def init_tracker(spec: Any = None, *, run_id: str | None = None) -> Tracker:
             tracker = CompositeTracker(built)
         else:
             tracker = parsed.init(run_id)
+    global _strict_since
+    _strict_since = reporter.default_reporter().errors.total if strict else None
     current_tracker(tracker)
     return tracker
 
@@ -372,32 +433,41 @@ def _config_to_dict(config: Any) -> dict[str, Any]:
     )
 
 
-EXIT_FLUSH_TIMEOUT_SECS = 120.0
-"""How long the process waits at exit for backends to take what was logged."""
-
-
 @atexit.register
 def _finish_at_exit() -> None:
     try:
         _wait_for_callbacks()
     except Exception:  # noqa: BLE001 - the runtime may be going away; deliver what is queued
         pass
-    if not reporter.default_reporter().flush(EXIT_FLUSH_TIMEOUT_SECS):
+    finish_all(status="finished")
+
+
+def finish_all(*, status: str, timeout: float = FINISH_TIMEOUT_SECS) -> None:
+    """Finishes every tracker made current and not finished yet (at exit, on SIGTERM), waiting at most ``timeout``.
+
+    A backend that hangs costs at most ``timeout`` once: the trackers after
+    it are given what is left of it, at least a few seconds each.
+    """
+    global _current
+    deadline = time.monotonic() + timeout
+    if not reporter.default_reporter().flush(timeout):
         warnings.warn(
-            f"jaxtrack: backends did not take everything logged within {EXIT_FLUSH_TIMEOUT_SECS:.0f} s of exit; "
+            f"jaxtrack: backends did not take everything logged within {timeout:.0f} s; "
             f"{reporter.default_reporter().pending} call(s) are lost",
             RuntimeWarning,
-            stacklevel=1,
+            stacklevel=2,
         )
-        return
+    with _lock:
+        _current = None
     for tracker in list(_unfinished):
         try:
-            _finish(tracker)
+            _finish(tracker, status=status, timeout=max(deadline - time.monotonic(), 5.0))
         except Exception as error:  # noqa: BLE001 - exit must go on; say what was not written
-            warnings.warn(f"jaxtrack: finishing {tracker!r} at exit failed: {error}", RuntimeWarning, stacklevel=1)
+            warnings.warn(f"jaxtrack: finishing {tracker!r} failed: {error}", RuntimeWarning, stacklevel=2)
 
 
 __all__ = [
+    "BackendError",
     "NoTrackerWarning",
     "current_tracker",
     "finish",

@@ -21,7 +21,7 @@ import yaml
 from PIL import Image as PILImage
 
 import jaxtrack
-import jaxtrack.trackers.wandb as wandb_module
+from jaxtrack import multihost
 from jaxtrack.trackers.wandb import WandbTracker
 from wandb_files import WANDB_HEADER, WandbFileError, find_wandb_files, parse_records, read_run
 
@@ -440,7 +440,7 @@ def test_init_tracker_from_yaml_text(tmp_path):
 
 
 def test_only_process_zero_starts_a_real_run(runs_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(wandb_module, "is_primary_process", lambda: False)
+    monkeypatch.setattr(multihost, "process_index", lambda: 1)
     artifact = tmp_path / "notes.txt"
     artifact.write_text("x")
 

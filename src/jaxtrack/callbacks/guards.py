@@ -6,6 +6,12 @@ need no wiring: put them in the same hooks list as ``ReportMetrics``. A value
 is seen once the reporter has delivered it, so a NaN may be noticed a few
 steps after it was reported; ``on_end`` waits for the reporter and looks once
 more, so it is never missed.
+
+In a multi-process (``jax.distributed``) run every host must stop at the same
+step, or the others would wait in a collective forever; but each host's
+reporter delivers at its own pace. So process 0 decides, and its decision is
+shared with every host every :data:`MULTIHOST_CHECK_EVERY` steps (a small
+collective on the training thread, where all hosts make it at the same step).
 """
 
 from __future__ import annotations
@@ -15,11 +21,16 @@ import math
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from jaxtrack import reporter, tracking
+import numpy as np
+
+from jaxtrack import multihost, reporter, tracking
 from jaxtrack.callbacks.base import Callback, StopTraining
 from jaxtrack.reporter import NonFinite
 
 logger = logging.getLogger(__name__)
+
+MULTIHOST_CHECK_EVERY = 10
+"""In a multi-process run, how often (in steps) process 0's decision to stop is shared with every host."""
 
 
 class _ReportedValuesReader(Callback):
@@ -27,14 +38,27 @@ class _ReportedValuesReader(Callback):
 
     def __init__(self) -> None:
         self._reported = reporter.default_reporter().reported.reader()
+        self._reason: str | None = None  # why to stop, decided and not acted on yet
 
     def _fresh(self) -> list[tuple[str, int | None, Any]]:
         return self._reported.read()
 
-    def _stop(self, reason: str, step: int) -> None:
-        # Mark the run, so the reason is recorded with it, then stop the loop.
-        tracking.log_summary({"stopped_early": reason, "stopped_at_step": step})
-        raise StopTraining(reason, step=step)
+    def _decide(self, reason: str | None, step: int) -> None:
+        """Stops now if ``reason`` (or an earlier one) says so, on every host at the same step."""
+        self._reason = self._reason or reason
+        if multihost.process_count() > 1:
+            if step % MULTIHOST_CHECK_EVERY:
+                return
+            from jax.experimental import multihost_utils
+
+            stop = multihost_utils.broadcast_one_to_all(np.int32(self._reason is not None))
+            if not int(stop):
+                return
+            self._reason = self._reason or "process 0 stopped training"
+        if self._reason is not None:
+            # Mark the run, so the reason is recorded with it, then stop the loop.
+            tracking.log_summary({"stopped_early": self._reason, "stopped_at_step": step})
+            raise StopTraining(self._reason, step=step)
 
 
 class TerminateOnNaN(_ReportedValuesReader):
@@ -51,9 +75,12 @@ class TerminateOnNaN(_ReportedValuesReader):
         self.keys = None if keys is None else set(keys)
 
     def on_step(self, step: int, **context: Any) -> None:
+        reason = None
         for key, at, value in self._fresh():
             if (self.keys is None or key in self.keys) and not _finite(value):
-                self._stop(f"{key} is {_describe(value)} at step {at}", step)
+                reason = f"{key} is {_describe(value)} at step {at}"
+                break
+        self._decide(reason, step)
 
     def on_end(self, step: int, **context: Any) -> None:
         tracking.flush()
@@ -93,11 +120,12 @@ class EarlyStopping(_ReportedValuesReader):
         self.waited = 0
 
     def on_step(self, step: int, **context: Any) -> None:
+        reason = None
         if self._consume() and self.waited >= self.patience:
-            self._stop(
-                f"{self.monitor} did not improve on {self.best:.6g} (step {self.best_step}) for {self.patience} reports",
-                step,
+            reason = (
+                f"{self.monitor} did not improve on {self.best:.6g} (step {self.best_step}) for {self.patience} reports"
             )
+        self._decide(reason, step)
 
     def on_end(self, step: int, **context: Any) -> None:
         # Takes in the last reports, so best and best_step describe the whole run.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -216,6 +217,15 @@ def jit_log(metrics: Mapping[str, Any], *, step: Any = None, reduce: str | Reduc
 
 def _log_through_callback(flat: dict[str, Any], step: Any) -> None:
     names = list(flat)
+    if jax.process_count() > 1:
+        # The callback runs on the host of the computation's first device, which need
+        # not be process 0, the one that writes: those values would be lost.
+        warnings.warn(
+            f"jit_log({', '.join(map(repr, names))}) in a plain jax.jit of a multi-process run: its host callback "
+            "may run on a process that does not write, and the values be lost. Use jaxtrack.jit for the step.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def on_host(step_value: Any, *values: Any) -> None:
         host_step = None if step_value is None else int(np.asarray(step_value))

@@ -38,6 +38,13 @@ class Tracker(abc.ABC):
     resumed_step: int | None = None
     """The last step a resumed run had stored, so ``step=None`` continues after it (``None``: a new run)."""
 
+    when_full: str = "block"
+    """What the reporter does when this backend falls ``max_pending`` calls behind: ``"block"`` (wait,
+    drop nothing) or ``"drop_oldest"`` (drop the oldest ``log`` call, counted); see :mod:`jaxtrack.delivery`."""
+
+    max_pending: int = 10_000
+    """How many calls may wait for this backend (which bounds the memory a slow backend holds)."""
+
     @abc.abstractmethod
     def log(self, metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | None = None) -> None:
         """Records ``metrics`` at ``step``.
@@ -203,6 +210,24 @@ class CompositeTracker(Tracker):
 
     def set_status(self, status: str) -> None:
         self._each("set_status", lambda t: t.set_status(status))
+
+    def split(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> list[tuple[Tracker, str, tuple[Any, ...], dict[str, Any]]]:
+        """The call ``method(*args, **kwargs)`` as one call per backend, nested composites expanded.
+
+        A ``log`` without a step gets its step here, once, as :meth:`log` does;
+        the reporter uses this to give every backend its own queue.
+        """
+        if method == "log":
+            kwargs = {**kwargs, "step": self._steps.resolve(kwargs.get("step"), kwargs.get("commit"))}
+        calls: list[tuple[Tracker, str, tuple[Any, ...], dict[str, Any]]] = []
+        for tracker in self.trackers:
+            if isinstance(tracker, CompositeTracker):
+                calls.extend(tracker.split(method, args, kwargs))
+            else:
+                calls.append((tracker, method, args, kwargs))
+        return calls
 
     def finish(self) -> None:
         self._each("finish", lambda t: t.finish())

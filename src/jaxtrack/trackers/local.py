@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from jaxtrack._paths import safe_file_name
-from jaxtrack.multihost import is_primary_process
+from jaxtrack.multihost import per_process, writes
 from jaxtrack.redaction import redact
 from jaxtrack.run_id import new_run_id, validate_run_id
 from jaxtrack.trackers.base import StepCounter, Tracker
@@ -166,6 +166,9 @@ class LocalTracker(Tracker):
       name: a human-readable name (default: none; the id is shown).
       project: groups runs in ``jaxtrack runs --project``.
       histogram_bins: buckets of the histogram made from an array value.
+      all_processes: in a multi-process run, every process writes a run of its
+        own (``<run id>-process<i>``; give each host its own ``path`` unless the
+        file system is one SQLite can lock across hosts), not only process 0.
     """
 
     name = "local"
@@ -178,9 +181,12 @@ class LocalTracker(Tracker):
         name: str | None = None,
         project: str | None = None,
         histogram_bins: int = DEFAULT_NUM_BINS,
+        all_processes: bool = False,
     ) -> None:
         self.path = os.fspath(path) if path is not None else default_store_path()
         self.run_id = validate_run_id(run_id) if run_id is not None else new_run_id()
+        if all_processes:
+            self.run_id = per_process(self.run_id)  # process i writes its own run, "<id>-process<i>"
         self.histogram_bins = histogram_bins
         self._lock = threading.RLock()
         self._steps = StepCounter()
@@ -190,7 +196,7 @@ class LocalTracker(Tracker):
         self._last_step = -1
         self._synced_at = time.monotonic()
         self._db: sqlite3.Connection | None = None
-        if not is_primary_process():
+        if not writes(all_processes):
             return
         self._db = _connect(self.path, create=True)
         self._run, last_step = self._start(name, project)
@@ -415,17 +421,23 @@ class LocalConfig(TrackerConfig):
     default.
 
     >>> LocalConfig(path="runs/my.db", project="digits").to_dict()
-    {'type': 'local', 'path': 'runs/my.db', 'name': None, 'project': 'digits', 'histogram_bins': 64}
+    {'type': 'local', 'path': 'runs/my.db', 'name': None, 'project': 'digits', 'histogram_bins': 64, 'all_processes': False}
     """
 
     path: str | None = None
     name: str | None = None
     project: str | None = None
     histogram_bins: int = DEFAULT_NUM_BINS
+    all_processes: bool = False
 
     def init(self, run_id: str | None) -> LocalTracker:
         return LocalTracker(
-            self.path, run_id=run_id, name=self.name, project=self.project, histogram_bins=self.histogram_bins
+            self.path,
+            run_id=run_id,
+            name=self.name,
+            project=self.project,
+            histogram_bins=self.histogram_bins,
+            all_processes=self.all_processes,
         )
 
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from jaxtrack._optional import import_optional
 from jaxtrack._paths import safe_file_name
-from jaxtrack.multihost import is_primary_process
+from jaxtrack.multihost import per_process, writes
 from jaxtrack.redaction import redact
 from jaxtrack.trackers.base import StepCounter, Tracker
 from jaxtrack.trackers.config import TrackerConfig
@@ -71,6 +71,8 @@ class TensorboardTracker(Tracker):
       flush_secs: how often buffered events reach the disk.
       filename_suffix: appended to the event file's name.
       histogram_bins: buckets of the histogram made from an array value.
+      all_processes: in a multi-process run, every process writes (process
+        ``i`` into ``<logdir>-process<i>``), not only process 0.
     """
 
     name = "tensorboard"
@@ -82,10 +84,13 @@ class TensorboardTracker(Tracker):
         flush_secs: float = 10.0,
         filename_suffix: str = "",
         histogram_bins: int = DEFAULT_NUM_BINS,
+        all_processes: bool = False,
     ) -> None:
         import_optional("tensorboard", extra="tensorboard", purpose="TensorboardTracker")
 
         self.logdir = os.fspath(logdir)
+        if all_processes:
+            self.logdir = per_process(os.path.normpath(self.logdir))  # a sibling run per process
         self.histogram_bins = histogram_bins
         self._lock = threading.RLock()
         self._steps = StepCounter()
@@ -98,12 +103,15 @@ class TensorboardTracker(Tracker):
         self._finished = False
         self._described: set[str] = set()  # tags whose plugin metadata is in this event file
         self._writer = (
-            _EventFile(self.logdir, flush_secs=flush_secs, suffix=filename_suffix) if is_primary_process() else None
+            _EventFile(self.logdir, flush_secs=flush_secs, suffix=filename_suffix) if writes(all_processes) else None
         )
 
     def log(self, metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | None = None) -> None:
         with self._lock:
             self._check_open()
+            if self._writer is None:  # a process that does not write: no summaries to build
+                self._steps.resolve(step, commit)
+                return
             values = self._summary_values(metrics)
             self._write(values, self._steps.resolve(step, commit))
 
@@ -341,6 +349,7 @@ class TensorboardConfig(TrackerConfig):
     flush_secs: float = 10.0
     filename_suffix: str = ""
     histogram_bins: int = DEFAULT_NUM_BINS
+    all_processes: bool = False
 
     def init(self, run_id: str | None) -> TensorboardTracker:
         logdir = os.path.join(self.logdir, run_id) if run_id else self.logdir
@@ -349,4 +358,5 @@ class TensorboardConfig(TrackerConfig):
             flush_secs=self.flush_secs,
             filename_suffix=self.filename_suffix,
             histogram_bins=self.histogram_bins,
+            all_processes=self.all_processes,
         )

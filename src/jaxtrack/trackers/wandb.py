@@ -7,6 +7,7 @@ with no account; ``wandb sync`` uploads such a run later.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -16,11 +17,13 @@ import numpy as np
 
 from jaxtrack._optional import import_optional
 from jaxtrack._paths import safe_file_name
-from jaxtrack.multihost import is_primary_process
+from jaxtrack.multihost import per_process, writes
 from jaxtrack.redaction import redact
 from jaxtrack.trackers.base import StepCounter, Tracker
 from jaxtrack.trackers.config import TrackerConfig
 from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, HostValue, Image, flatten, normalize, to_host, to_plain
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_STEP_METRIC = "global_step"
 _MAX_WANDB_BINS = 512  # wandb.Histogram's limit
@@ -43,7 +46,8 @@ class WandbTracker(Tracker):
     Arrays and :class:`~jaxtrack.Histogram` values become ``wandb.Histogram``,
     :class:`~jaxtrack.Image` values ``wandb.Image``, hyperparameters go to the
     run config, summaries to the run summary. In a multi-process JAX run,
-    only process 0 starts a real run; the others get a disabled one.
+    only process 0 starts a real run; the others get a disabled one (unless
+    ``all_processes``).
 
     >>> import os, tempfile, wandb
     >>> from jaxtrack.trackers.wandb import WandbTracker
@@ -57,10 +61,13 @@ class WandbTracker(Tracker):
         ``wandb_init_kwargs`` are given and a run is active, else starts one.
       step_metric: the name of the step metric.
       histogram_bins: buckets of the histogram made from an array value (at most 512).
+      all_processes: in a multi-process run, every process starts a run: process
+        ``i`` the run ``<id>-process<i>``, all in the W&B group named by the id.
       **wandb_init_kwargs: passed to ``wandb.init`` when a run is started.
     """
 
     name = "wandb"
+    when_full = "drop_oldest"  # a remote service that is down must not stop training nor grow memory
 
     def __init__(
         self,
@@ -68,6 +75,7 @@ class WandbTracker(Tracker):
         *,
         step_metric: str = DEFAULT_STEP_METRIC,
         histogram_bins: int = DEFAULT_NUM_BINS,
+        all_processes: bool = False,
         **wandb_init_kwargs: Any,
     ) -> None:
         wandb = _wandb()
@@ -77,9 +85,13 @@ class WandbTracker(Tracker):
             if wandb.run is not None and not wandb_init_kwargs:
                 run = wandb.run
             else:
-                if not is_primary_process():
+                if not writes(all_processes):
                     wandb_init_kwargs = {**wandb_init_kwargs, "mode": "disabled"}
-                run = wandb.init(**wandb_init_kwargs)
+                elif all_processes and wandb_init_kwargs.get("id"):
+                    run_id = wandb_init_kwargs["id"]
+                    group = wandb_init_kwargs.get("group") or run_id
+                    wandb_init_kwargs = {**wandb_init_kwargs, "id": per_process(run_id), "group": group}
+                run = _init_or_go_offline(wandb, wandb_init_kwargs)
         self.run = run
         self.step_metric = step_metric
         self.histogram_bins = histogram_bins
@@ -153,6 +165,41 @@ class WandbTracker(Tracker):
         return f"WandbTracker(run={getattr(self.run, 'id', None)!r})"
 
 
+DEFAULT_INIT_TIMEOUT_SECS = 30.0
+"""How long an online ``wandb.init`` may try to reach W&B before the run goes offline instead."""
+
+
+def _init_or_go_offline(wandb: Any, kwargs: dict[str, Any]) -> Any:
+    """``wandb.init(**kwargs)``; if an online run cannot reach W&B, an offline run (to sync later) instead.
+
+    Training must start whether or not the network is there: the online
+    attempt is bounded by ``init_timeout`` (W&B's setting, default here
+    :data:`DEFAULT_INIT_TIMEOUT_SECS`), and its data is then kept on disk.
+    """
+    mode = kwargs.get("mode") or os.environ.get("WANDB_MODE") or "online"
+    if mode not in ("online", "run"):
+        return wandb.init(**kwargs)
+    settings = kwargs.get("settings")
+    if settings is None:
+        kwargs = {**kwargs, "settings": wandb.Settings(init_timeout=DEFAULT_INIT_TIMEOUT_SECS)}
+    try:
+        return wandb.init(**kwargs)
+    except wandb.errors.Error as error:
+        # The failed attempt still holds the run id in W&B's service process; a fresh one lets it go.
+        wandb.teardown()
+        run = wandb.init(**{**kwargs, "mode": "offline"})
+        sync_dir = os.path.dirname(run.settings.sync_file) if getattr(run.settings, "sync_file", None) else run.dir
+        logger.warning(
+            "jaxtrack: W&B could not be reached (%s: %s); training goes on and this run is recorded offline in %s. "
+            "Upload it later with:  wandb sync %s",
+            type(error).__name__,
+            str(error).splitlines()[0] if str(error) else "",
+            sync_dir,
+            sync_dir,
+        )
+        return run
+
+
 def _wandb_value(value: HostValue) -> Any:
     wandb = _wandb()
     if isinstance(value, Histogram):
@@ -200,6 +247,8 @@ class WandbConfig(TrackerConfig):
     resume: bool | Literal["allow", "must", "never", "auto"] | None = None
     dir: str | None = None
     save_code: bool | None = None
+    init_timeout: float = DEFAULT_INIT_TIMEOUT_SECS
+    all_processes: bool = False
     step_metric: str = DEFAULT_STEP_METRIC
     histogram_bins: int = DEFAULT_NUM_BINS
 
@@ -217,11 +266,13 @@ class WandbConfig(TrackerConfig):
             "resume": self.resume,
             "dir": self.dir,
             "save_code": self.save_code,
+            "settings": _wandb().Settings(init_timeout=self.init_timeout),
         }
         if self.dir is not None:
             os.makedirs(self.dir, exist_ok=True)
         return WandbTracker(
             step_metric=self.step_metric,
             histogram_bins=self.histogram_bins,
+            all_processes=self.all_processes,
             **{k: v for k, v in kwargs.items() if v is not None},
         )
