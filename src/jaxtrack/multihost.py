@@ -105,7 +105,10 @@ def replicate_sharded(tree: Any) -> Any:
     global _one_process
     if _one_process:
         return tree  # the common case, at the cost of a global look-up
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    try:
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+    except (TypeError, ValueError):
+        return tree  # e.g. a dict whose keys cannot be sorted: left to the tracker, which names the problem
     picked = []
     for i, leaf in enumerate(leaves):
         if isinstance(leaf, jax.Array):

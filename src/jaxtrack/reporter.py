@@ -261,7 +261,7 @@ class Reporter:
         self._queue.append(task)
         if self._thread is None or self._idle or wait or len(self._queue) >= self._batch:
             with self._cond:
-                if self._thread is None:
+                if self._thread is None or not self._thread.is_alive():
                     self._thread = threading.Thread(target=self._run, name="jaxtrack-reporter", daemon=True)
                     self._thread.start()
                 self._urgent = self._urgent or wait
@@ -345,6 +345,12 @@ class Reporter:
                 self._deliver(batch)
                 for tracker in idle:
                     self._call(_Task(tracker, "flush", (), {}))
+            except Exception as error:  # the worker must outlive any bad report
+                logger.error("jaxtrack: the reporter failed to deliver %d call(s)", len(batch), exc_info=error)
+                for task in batch:
+                    self._record(task.tracker, task.method, error)
+                    if task.done is not None:
+                        task.done.set()
             finally:
                 with self._cond:
                     self._busy = False
@@ -425,10 +431,11 @@ class Reporter:
 
 def _fetch(all_args: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Every JAX array among the arguments, copied to the host in one call."""
-    if not any(
-        type(leaf) not in HOST_SCALAR_TYPES and isinstance(leaf, jax.Array)
-        for leaf in jax.tree_util.tree_leaves(all_args)
-    ):
+    try:
+        leaves = jax.tree_util.tree_leaves(all_args)
+    except Exception:  # noqa: BLE001 - e.g. a dict whose keys cannot be sorted: each call on its own
+        return [_fetch([args])[0] if _flattens(args) else args for args in all_args]
+    if not any(type(leaf) not in HOST_SCALAR_TYPES and isinstance(leaf, jax.Array) for leaf in leaves):
         return all_args
     try:
         return _in_order(all_args, jax.device_get(all_args))
@@ -440,6 +447,14 @@ def _fetch(all_args: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
             except Exception:  # noqa: BLE001 - the tracker call reports it, by name
                 fetched.append(args)
         return fetched
+
+
+def _flattens(args: Any) -> bool:
+    try:
+        jax.tree_util.tree_leaves(args)
+    except Exception:  # noqa: BLE001 - the tracker call reports it, by name
+        return False
+    return True
 
 
 def _in_order(given: Any, fetched: Any) -> Any:

@@ -446,7 +446,7 @@ def finish_all(*, status: str, timeout: float = FINISH_TIMEOUT_SECS) -> None:
     """Finishes every tracker made current and not finished yet (at exit, on SIGTERM), waiting at most ``timeout``.
 
     A backend that hangs costs at most ``timeout`` once: the trackers after
-    it are given what is left of it, at least a few seconds each.
+    it are given what is left of it, at least a second each.
     """
     global _current
     deadline = time.monotonic() + timeout
@@ -461,7 +461,7 @@ def finish_all(*, status: str, timeout: float = FINISH_TIMEOUT_SECS) -> None:
         _current = None
     for tracker in list(_unfinished):
         try:
-            _finish(tracker, status=status, timeout=max(deadline - time.monotonic(), 5.0))
+            _finish(tracker, status=status, timeout=max(deadline - time.monotonic(), 1.0))
         except Exception as error:  # noqa: BLE001 - exit must go on; say what was not written
             warnings.warn(f"jaxtrack: finishing {tracker!r} failed: {error}", RuntimeWarning, stacklevel=2)
 
