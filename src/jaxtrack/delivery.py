@@ -42,21 +42,40 @@ def on_delivery_thread() -> bool:
     return getattr(_delivering, "active", False)
 
 
+def check_delivery_options(tracker: Tracker) -> None:
+    """Raises ``ValueError`` naming ``tracker`` if its ``when_full`` or ``max_pending`` is not valid."""
+    policy = getattr(tracker, "when_full", "block")
+    if policy not in WHEN_FULL_POLICIES:
+        raise ValueError(
+            f"tracker {tracker.name!r}: when_full must be one of {', '.join(map(repr, WHEN_FULL_POLICIES))}, got {policy!r}"
+        )
+    capacity = getattr(tracker, "max_pending", DEFAULT_LANE_CAPACITY)
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+        raise ValueError(f"tracker {tracker.name!r}: max_pending must be a positive integer, got {capacity!r}")
+
+
 class Countdown:
     """Sets ``event`` once ``count`` calls are done: one caller's call, delivered to several backends."""
 
-    def __init__(self, count: int, event: threading.Event) -> None:
+    def __init__(self, count: int, event: threading.Event, on_set: Callable[[], None] | None = None) -> None:
         self._left = count
         self._lock = threading.Lock()
         self._event = event
+        self._on_set = on_set
         if count == 0:
-            event.set()
+            self._set()
 
     def done(self) -> None:
         with self._lock:
             self._left -= 1
-            if self._left == 0:
-                self._event.set()
+            last = self._left == 0
+        if last:
+            self._set()
+
+    def _set(self) -> None:
+        self._event.set()
+        if self._on_set is not None:
+            self._on_set()
 
 
 @dataclasses.dataclass
@@ -86,13 +105,10 @@ class BackendLane:
         on_error: Callable[[Tracker, str, BaseException], None],
         on_drop: Callable[[Tracker], None] | None = None,
     ) -> None:
+        check_delivery_options(tracker)
         self.tracker = tracker
         self.policy = getattr(tracker, "when_full", "block")
-        if self.policy not in WHEN_FULL_POLICIES:
-            raise ValueError(
-                f"tracker {tracker.name!r}: when_full must be one of {', '.join(WHEN_FULL_POLICIES)}, got {self.policy!r}"
-            )
-        self.capacity = max(1, int(getattr(tracker, "max_pending", DEFAULT_LANE_CAPACITY)))
+        self.capacity = int(getattr(tracker, "max_pending", DEFAULT_LANE_CAPACITY))
         self.dropped = 0
         """``log`` calls dropped because the lane was full (``drop_oldest`` only)."""
         self.retired = False
@@ -101,7 +117,8 @@ class BackendLane:
         self._on_drop = on_drop
         self._queue: collections.deque[Call] = collections.deque()
         self._cond = threading.Condition()
-        self._busy = False
+        self._in_flight = 0  # 1 while the thread makes a call it took from the queue
+        self._finished_last = False
         self._thread: threading.Thread | None = None
 
     def put(self, calls: list[Call]) -> None:
@@ -141,15 +158,15 @@ class BackendLane:
 
     @property
     def pending(self) -> int:
-        """Calls queued or running."""
+        """Calls queued or being made."""
         with self._cond:
-            return len(self._queue) + (1 if self._busy else 0)
+            return len(self._queue) + self._in_flight
 
     def wait(self, timeout: float | None = None) -> bool:
         """Waits until every queued call has run; ``False`` if ``timeout`` ran out first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._queue or self._busy:
+            while self._queue or self._in_flight:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -158,29 +175,29 @@ class BackendLane:
 
     def _run(self) -> None:
         _delivering.active = True
-        finished = False
+        made = 0
         while True:
             with self._cond:
-                if finished and not self._queue:
+                if made and self._finished_last and not self._queue:
                     # The backend is finished: its thread ends rather than wait forever.
                     self.retired = True
                     self._thread = None
                     return
                 while not self._queue:
                     self._cond.wait()
-                batch = [self._queue.popleft() for _ in range(len(self._queue))]
-                self._busy = True
-                self._cond.notify_all()  # room for a reporter waiting on a full lane
+                # One call at a time, so a queued call can still be dropped and pending is exact.
+                call = self._queue.popleft()
+                self._in_flight = 1
             try:
-                for done, call in enumerate(batch, 1):
-                    self._make(call)
-                    finished = call.method == "finish"
-                    if done % 8 == 0:
-                        time.sleep(0)  # let the training thread take the interpreter lock now and then
+                self._make(call)
             finally:
                 with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+                    self._in_flight = 0
+                    self._cond.notify_all()  # room for a reporter waiting on a full lane
+            self._finished_last = call.method == "finish"
+            made += 1
+            if made % 8 == 0:
+                time.sleep(0)  # let the training thread take the interpreter lock now and then
 
     def _make(self, call: Call) -> None:
         try:
@@ -195,4 +212,12 @@ class BackendLane:
         return f"BackendLane({self.tracker!r}, pending={self.pending}, dropped={self.dropped})"
 
 
-__all__ = ["DEFAULT_LANE_CAPACITY", "WHEN_FULL_POLICIES", "BackendLane", "Call", "Countdown", "on_delivery_thread"]
+__all__ = [
+    "DEFAULT_LANE_CAPACITY",
+    "WHEN_FULL_POLICIES",
+    "BackendLane",
+    "Call",
+    "Countdown",
+    "check_delivery_options",
+    "on_delivery_thread",
+]

@@ -65,21 +65,31 @@ class DeliveryErrors:
     """``log`` calls dropped by a ``drop_oldest`` backend that fell behind, by tracker name."""
     total: int = 0
     """Failures so far, of every backend (so a caller can tell whether there are new ones)."""
+    by_tracker: dict[int, dict[str, int]] = dataclasses.field(default_factory=dict)
+    """Failures (by method) and drops (``"dropped"``) of each tracker instance, by ``id``, until it finishes."""
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def record(self, name: str, method: str, error: BaseException) -> bool:
-        """Counts a failure; ``True`` if it is the first of this backend and method."""
+    def record(self, tracker: Tracker, method: str, error: BaseException) -> bool:
+        """Counts a failure; ``True`` if it is this tracker's first in this method."""
         with self._lock:
-            key = (name, method)
-            first = key not in self.counts
+            key = (tracker.name, method)
             self.counts[key] = self.counts.get(key, 0) + 1
             self.last[key] = error
             self.total += 1
-            return first
+            own = self.by_tracker.setdefault(id(tracker), {})
+            own[method] = own.get(method, 0) + 1
+            return own[method] == 1
 
-    def record_drop(self, name: str) -> None:
+    def record_drop(self, tracker: Tracker) -> None:
         with self._lock:
-            self.dropped[name] = self.dropped.get(name, 0) + 1
+            self.dropped[tracker.name] = self.dropped.get(tracker.name, 0) + 1
+            own = self.by_tracker.setdefault(id(tracker), {})
+            own["dropped"] = own.get("dropped", 0) + 1
+
+    def take(self, tracker: Tracker) -> dict[str, int]:
+        """What ``tracker`` (one instance) failed on or dropped, forgotten once taken (when it finishes)."""
+        with self._lock:
+            return self.by_tracker.pop(id(tracker), {})
 
     def __bool__(self) -> bool:
         return bool(self.counts)
@@ -213,7 +223,7 @@ class Reporter:
         self._thread: threading.Thread | None = None
         self._unflushed: dict[int, Tracker] = {}  # trackers written to since their last idle flush
         self._lanes: dict[int, BackendLane] = {}  # each backend's own queue and thread, by id(tracker)
-        self._lanes_lock = threading.Lock()
+        self._lanes_lock = threading.RLock()  # re-entrant: a SIGTERM handler may run while it is held
         self._idle = False  # the worker waits for a first task
 
     def submit(
@@ -267,8 +277,25 @@ class Reporter:
                 self._urgent = self._urgent or wait
                 self._cond.notify_all()
         if task.done is not None:
-            return task.done.wait(timeout)
+            return self._wait_done(task.done, timeout)
         return True
+
+    def _wait_done(self, done: threading.Event, timeout: float | None) -> bool:
+        # Waits on the condition, not the event: Condition.wait lets go of the lock even
+        # when this thread holds it already (a SIGTERM handler that interrupted submit),
+        # so the worker can still take the call. Completion notifies (see _notify_waiters).
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not done.is_set():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(0.1 if remaining is None else min(remaining, 0.1))
+        return True
+
+    def _notify_waiters(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until every task submitted so far has reached its backends; ``False`` if ``timeout`` ran out first."""
@@ -395,16 +422,22 @@ class Reporter:
             if task.done is not None:
                 task.done.set()
             return
-        countdown = Countdown(len(calls), task.done) if task.done is not None else None
+        countdown = Countdown(len(calls), task.done, self._notify_waiters) if task.done is not None else None
         for tracker, method, call_args, call_kwargs in calls:
-            lane = self._lane(tracker)
+            try:
+                lane = self._lane(tracker)
+            except Exception as error:  # noqa: BLE001 - e.g. an invalid when_full: that backend only
+                self._record(tracker, method, error)
+                if countdown is not None:
+                    countdown.done()
+                continue
             per_lane.setdefault(id(lane), []).append(Call(method, call_args, call_kwargs, countdown))
 
     def _lane(self, tracker: Tracker) -> BackendLane:
         with self._lanes_lock:
             lane = self._lanes.get(id(tracker))
             if lane is None or lane.tracker is not tracker:
-                lane = BackendLane(tracker, on_error=self._record, on_drop=lambda t: self.errors.record_drop(t.name))
+                lane = BackendLane(tracker, on_error=self._record, on_drop=self.errors.record_drop)
                 self._lanes[id(tracker)] = lane
             return lane
 
@@ -420,7 +453,7 @@ class Reporter:
                     del self._lanes[key]
 
     def _record(self, tracker: Tracker, method: str, error: BaseException) -> None:
-        if self.errors.record(tracker.name, method, error):
+        if self.errors.record(tracker, method, error):
             logger.error(
                 "jaxtrack: tracker %r failed in %s; training goes on, further failures are counted",
                 tracker.name,
@@ -467,7 +500,7 @@ def _in_order(given: Any, fetched: Any) -> Any:
 
 
 _default: Reporter | None = None
-_default_lock = threading.Lock()
+_default_lock = threading.RLock()  # re-entrant: a SIGTERM handler may run while it is held
 
 
 def default_reporter() -> Reporter:

@@ -34,6 +34,7 @@ import yaml
 
 from jaxtrack import process_exit, reporter
 from jaxtrack._paths import safe_file_name
+from jaxtrack.delivery import check_delivery_options
 from jaxtrack.multihost import agree_on_run_id
 from jaxtrack.redaction import redact
 from jaxtrack.run_id import new_run_id, validate_run_id
@@ -70,7 +71,8 @@ class _CurrentTrackerScope:
     ) -> None:
         global _current
         try:
-            reporter.call_soon(self.tracker, "flush", wait=True)
+            if not reporter.call_soon(self.tracker, "flush", wait=True, timeout=FINISH_TIMEOUT_SECS):
+                warnings.warn(_behind(self.tracker, "flush"), RuntimeWarning, stacklevel=2)
         finally:
             with _lock:
                 if _current is self.tracker:
@@ -100,6 +102,8 @@ def current_tracker(tracker: Tracker | None = None) -> Tracker | _CurrentTracker
         return _get()
     if not isinstance(tracker, Tracker):
         raise TypeError(f"current_tracker takes a jaxtrack Tracker, got {tracker!r}")
+    for backend in walk(tracker):
+        check_delivery_options(backend)  # a bad when_full/max_pending is an error now, not lost reports later
     with _lock:
         previous = _current
         _current = tracker
@@ -142,11 +146,17 @@ def log(metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | N
     >>> with jt.current_tracker(jt.NoopTracker()):
     ...     jt.log({"train": {"loss": 0.25}}, step=10)
     """
-    check_values(metrics)
-    if step is not None and not isinstance(step, jax.Array):
+    flat = check_values(metrics)
+    if isinstance(step, jax.Array):
+        # Its value needs a device sync; its type does not.
+        if step.ndim != 0 or step.dtype.kind not in "iu":
+            raise TypeError(f"step must be an integer scalar, got a JAX array of shape {step.shape} and {step.dtype}")
+    elif step is not None:
         check_step(step)
-    _raise_if_strict()
-    reporter.call_soon(_get(), "log", metrics, step=step, commit=commit)
+    tracker = _get()
+    tracker.validate(flat)  # a value a backend would refuse is an error here, not a report lost later
+    reporter.call_soon(tracker, "log", metrics, step=step, commit=commit)
+    _raise_if_strict()  # after queueing: the healthy backends still record this report
 
 
 def log_summary(metrics: Mapping[str, Any]) -> None:
@@ -188,7 +198,11 @@ def log_artifact(artifact_path: str | os.PathLike[str], *, name: str | None = No
     if not os.path.exists(artifact_path):
         raise FileNotFoundError(f"artifact path does not exist: {os.fspath(artifact_path)!r}")
     # Waits, so the file may be changed or deleted once this returns.
-    reporter.call_soon(_get(), "log_artifact", artifact_path, name=name, type=type, wait=True)
+    tracker = _get()
+    if not reporter.call_soon(
+        tracker, "log_artifact", artifact_path, name=name, type=type, wait=True, timeout=FINISH_TIMEOUT_SECS
+    ):
+        warnings.warn(_behind(tracker, "log_artifact"), RuntimeWarning, stacklevel=2)
 
 
 def log_configuration(config: Any, *, name: str = "config") -> None:
@@ -213,7 +227,10 @@ def log_configuration(config: Any, *, name: str = "config") -> None:
         with open(path, "w", encoding="utf-8") as file:
             yaml.safe_dump(plain, file, sort_keys=False, allow_unicode=True)
         # Waits until the backends have taken (copied) the file, as log_artifact does.
-        reporter.call_soon(tracker, "log_artifact", path, name=name, type="config", wait=True)
+        if not reporter.call_soon(
+            tracker, "log_artifact", path, name=name, type="config", wait=True, timeout=FINISH_TIMEOUT_SECS
+        ):
+            warnings.warn(_behind(tracker, "log_configuration"), RuntimeWarning, stacklevel=2)
 
 
 def get_tracker(name: str) -> Tracker:
@@ -266,8 +283,11 @@ def finish(*, status: str = "finished", timeout: float | None = FINISH_TIMEOUT_S
     with _lock:
         if _current is tracker:
             _current = None
-    _finish(tracker, status=status, timeout=timeout)
-    _raise_if_strict()
+    try:
+        _finish(tracker, status=status, timeout=timeout)
+        _raise_if_strict(tracker)
+    finally:
+        _end_strict(tracker)
 
 
 def _finish(tracker: Tracker, *, status: str = "finished", timeout: float | None = FINISH_TIMEOUT_SECS) -> None:
@@ -277,18 +297,19 @@ def _finish(tracker: Tracker, *, status: str = "finished", timeout: float | None
         reporter.call_soon(tracker, "set_status", status)
     finished = reporter.call_soon(tracker, "finish", wait=True, timeout=timeout)
     rep = reporter.default_reporter()
-    names = _names(tracker)
-    lost = [f"{name}.{method} failed x{count}" for (name, method), count in rep.errors.counts.items() if name in names]
-    lost += [
-        f"{name}: {count} report(s) dropped as it fell behind"
-        for name, count in rep.errors.dropped.items()
-        if name in names
-    ]
+    lost = []
+    for backend in walk(tracker):  # this run's backends only, not earlier ones of the same name
+        for method, count in rep.errors.take(backend).items():
+            if method == "dropped":
+                lost.append(f"{backend.name}: {count} report(s) dropped as it fell behind")
+            else:
+                lost.append(f"{backend.name}.{method} failed x{count}")
     if not finished:
+        backlog = rep.backlog(tracker)
         lost += [
             f"{name}: did not finish within {timeout:.0f} s, {count} call(s) still queued for it"
-            for name, count in rep.backlog(tracker).items()
-        ]
+            for name, count in backlog.items()
+        ] or [f"the reporter did not finish within {timeout:.0f} s ({rep.pending} call(s) still queued)"]
     if lost:
         warnings.warn(
             "jaxtrack: not everything logged reached every backend: " + "; ".join(lost),
@@ -297,30 +318,40 @@ def _finish(tracker: Tracker, *, status: str = "finished", timeout: float | None
         )
 
 
+def _behind(tracker: Tracker, what: str) -> str:
+    """The warning for a call that waited :data:`FINISH_TIMEOUT_SECS` for backends and went on without them."""
+    backlog = reporter.default_reporter().backlog(tracker)
+    slow = ", ".join(f"{name} ({count} call(s) queued)" for name, count in backlog.items()) or "the reporter"
+    return f"jaxtrack: {what} waited {FINISH_TIMEOUT_SECS:.0f} s for {slow}, which hangs or is far behind; going on"
+
+
 class BackendError(RuntimeError):
     """A backend failed to record data, raised on the training thread in strict mode (``init_tracker(strict=True)``)."""
 
 
-# In strict mode, the reporter's failure count when strict mode began (else None):
+# The tracker started in strict mode and the reporter's failure count then (else None):
 # a backend failure after it is raised on the training thread at the next call.
-_strict_since: int | None = None
+_strict: tuple[Tracker, int] | None = None
 
 
-def _raise_if_strict() -> None:
-    global _strict_since
-    if _strict_since is None:
+def _raise_if_strict(tracker: Tracker | None = None) -> None:
+    global _strict
+    strict = _strict
+    if strict is None or strict[0] is not (tracker if tracker is not None else _current):
         return
     errors = reporter.default_reporter().errors
-    if errors.total > _strict_since:
-        _strict_since = errors.total
+    if errors.total > strict[1]:
+        _strict = (strict[0], errors.total)
         (name, method), error = next(reversed(errors.last.items()))
         raise BackendError(
             f"tracker {name!r} failed in {method} (strict mode): {type(error).__name__}: {error}"
         ) from error
 
 
-def _names(tracker: Tracker) -> set[str]:
-    return {t.name for t in walk(tracker)}
+def _end_strict(tracker: Tracker) -> None:
+    global _strict
+    if _strict is not None and _strict[0] is tracker:
+        _strict = None
 
 
 def flush(timeout: float | None = None) -> bool:
@@ -408,8 +439,8 @@ def init_tracker(spec: Any = None, *, run_id: str | None = None, strict: bool = 
             tracker = CompositeTracker(built)
         else:
             tracker = parsed.init(run_id)
-    global _strict_since
-    _strict_since = reporter.default_reporter().errors.total if strict else None
+    global _strict
+    _strict = (tracker, reporter.default_reporter().errors.total) if strict else None
     current_tracker(tracker)
     return tracker
 

@@ -63,7 +63,8 @@ class Histogram:
         """
         if num_bins < 1:
             raise ValueError(f"num_bins must be at least 1, got {num_bins}")
-        flat = np.asarray(values, dtype=np.float64).reshape(-1)
+        with np.errstate(over="ignore"):
+            flat = np.asarray(values, dtype=np.float64).reshape(-1)
         flat = flat[np.isfinite(flat)]
         if flat.size == 0:
             return cls(
@@ -76,18 +77,30 @@ class Histogram:
                 sum_squares=0.0,
             )
         lo, hi = float(flat.min()), float(flat.max())
-        if lo == hi:
+        low, high = lo, hi
+        if low == high:
             # A constant array still needs a bucket of non-zero width to be drawn.
-            lo, hi = lo - 0.5, hi + 0.5
-        counts, edges = np.histogram(flat, bins=num_bins, range=(lo, hi))
+            pad = max(0.5, abs(low) * 1e-9)
+            low, high = low - pad, high + pad
+        with np.errstate(over="ignore", invalid="ignore"):
+            edges = np.linspace(low, high, num_bins + 1)
+            if np.all(np.isfinite(edges)) and np.all(np.diff(edges) > 0):
+                counts = np.histogram(flat, bins=edges)[0]
+            else:
+                # Too narrow for float64 to split in num_bins (1e16 + a few ulps), or too wide
+                # for its width to be a float (-1e308..1e308): one bucket holds everything.
+                if low == high:
+                    low, high = np.nextafter(low, -np.inf), np.nextafter(high, np.inf)
+                edges, counts = np.array([low, high]), np.array([flat.size])
+            total, squares = float(flat.sum()), float(np.square(flat).sum())
         return cls(
             bucket_limits=edges,
             bucket_counts=counts.astype(np.int64),
-            min=float(flat.min()),
-            max=float(flat.max()),
+            min=lo,
+            max=hi,
             num=int(flat.size),
-            sum=float(flat.sum()),
-            sum_squares=float(np.square(flat).sum()),
+            sum=total,
+            sum_squares=squares,
         )
 
     @property
@@ -165,8 +178,12 @@ def flatten(tree: Mapping[str, Any], *, sep: str = "/") -> dict[str, Any]:
 def _flatten_into(out: dict[str, Any], tree: Mapping[Any, Any], prefix: str, sep: str) -> None:
     for key, value in tree.items():
         if isinstance(key, bool) or not isinstance(key, (str, int)):
-            raise TypeError(f"metric names must be strings, got {key!r} ({type(key).__name__}) under {prefix!r}")
+            raise TypeError(
+                f"metric names must be strings (or ints), got {key!r} ({type(key).__name__}) under {prefix!r}"
+            )
         name = f"{prefix}{key}"
+        if isinstance(key, str):
+            _check_text(name, key)
         if name == "" or str(key) == "":
             raise ValueError(f"empty metric name under {prefix!r}")
         if isinstance(value, Mapping):
@@ -252,16 +269,34 @@ def check_value(key: str, value: Any) -> None:
     ...
     TypeError: metric 'loss': cannot log a value of type object; use a number, an array, a string, jaxtrack.Histogram or jaxtrack.Image
     """
-    if type(value) in _HOST_FLOATS or type(value) in _HOST_INTS:
+    if type(value) in _HOST_FLOATS:
         return
-    if value is None or isinstance(value, (str, bool, numbers.Real, Histogram, Image)):
+    if type(value) is int:
+        if abs(value) > _FLOAT64_MAX:  # no backend stores it, not even as a float
+            raise ValueError(f"metric {key!r}: {value} is too large to log (beyond float64)")
+        return
+    if type(value) in _HOST_INTS:
+        return
+    if isinstance(value, str):
+        _check_text(key, value)
+        return
+    if isinstance(value, (Histogram, Image)):
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value)):
+            raise TypeError(f"metric {key!r} holds a JAX tracer: inside jit, log with jaxtrack.jit_log")
+        return
+    if value is None or isinstance(value, (bool, numbers.Real)):
+        if isinstance(value, numbers.Integral) and abs(int(value)) > _FLOAT64_MAX:
+            raise ValueError(f"metric {key!r}: {value} is too large to log (beyond float64)")
         return
     if isinstance(value, jax.core.Tracer):
         raise TypeError(
             f"metric {key!r} is a JAX tracer: inside jit, log with jaxtrack.jit_log instead of jaxtrack.log"
         )
     if isinstance(value, (list, tuple)):
-        value = np.asarray(value)
+        try:
+            value = np.asarray(value)
+        except ValueError as error:  # ragged
+            raise TypeError(f"metric {key!r}: a list that is not a rectangular array of numbers ({error})") from None
     if isinstance(value, (np.ndarray, np.generic, jax.Array)):
         if value.dtype.kind in "biuf" or value.dtype.name == "bfloat16":
             return
@@ -275,10 +310,23 @@ def check_value(key: str, value: Any) -> None:
     )
 
 
-def check_values(metrics: Mapping[str, Any]) -> None:
-    """:func:`check_value` on every value of a (nested) metrics mapping."""
-    for key, value in flatten(metrics).items():
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
+
+
+def _check_text(key: str, text: str) -> None:
+    """Text every backend can write: encodable as UTF-8 (a lone surrogate is not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"metric {key!r}: the text is not valid Unicode ({error.reason} at {error.start})") from None
+
+
+def check_values(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`check_value` on every value of a (nested) metrics mapping; returns it flattened."""
+    flat = flatten(metrics)
+    for key, value in flat.items():
         check_value(key, value)
+    return flat
 
 
 def normalize(key: str, value: Any, *, num_bins: int = DEFAULT_NUM_BINS) -> HostValue:

@@ -554,3 +554,46 @@ def test_reader_reassembles_records_split_across_blocks(runs_dir):
         parse_records(bytes(corrupted))
     with pytest.raises(WandbFileError, match="not a W&B transaction log"):
         parse_records(b"LEVELDB" + raw[7:])
+
+
+# 10. W&B cannot be reached.
+
+
+def test_unreachable_wandb_goes_offline_and_training_starts(tmp_path, monkeypatch, caplog):
+    import logging
+    import os
+    import socket
+    import time
+    from pathlib import Path
+
+    from jaxtrack.trackers.wandb import WandbConfig
+
+    with socket.socket() as probe:  # a port nothing listens on: connections to it are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")  # the only address wandb is given
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")  # no crash reports to sentry either
+    wandb.teardown()  # wandb reads the environment once, into a singleton
+    caplog.set_level(logging.WARNING, logger="jaxtrack.trackers.wandb")
+    runs = tmp_path / "unreachable"
+
+    started = time.monotonic()
+    tracker = jaxtrack.init_tracker(
+        WandbConfig(project="p", mode="online", init_timeout=5, dir=str(runs)), run_id="unreach1"
+    )
+    assert time.monotonic() - started < 120, "training did not start: wandb.init waited for the network"
+    assert tracker.run.offline
+    for step in range(3):
+        jaxtrack.log({"loss": 1.0 / (step + 1)}, step=step)
+    jaxtrack.finish()
+
+    (offline,) = [path for path in find_wandb_files(runs) if path.parent.name.startswith("offline-run-")]
+    files = read_run(offline)
+    assert files.wandb_file.name == "run-unreach1.wandb"  # the same id, so `wandb sync` uploads it as that run
+    assert user_rows(files) == [{"loss": 1.0 / (step + 1), "global_step": step} for step in range(3)]
+    (warning,) = [r.getMessage() for r in caplog.records if "wandb sync" in r.getMessage()]
+    sync_dir = warning.split("wandb sync ")[1].strip()
+    assert Path(sync_dir).resolve() == files.run_dir.resolve()
+    assert os.path.isdir(sync_dir) and "could not be reached" in warning

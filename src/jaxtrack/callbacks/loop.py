@@ -129,7 +129,11 @@ class Loop:
         try:
             self.callbacks.on_end(step, state=state)
         finally:
-            tracking.flush()
+            if not tracking.flush(timeout=tracking.FINISH_TIMEOUT_SECS):
+                logger.warning(
+                    "jaxtrack: a backend did not take everything within %.0f s; training ends without waiting more",
+                    tracking.FINISH_TIMEOUT_SECS,
+                )
 
     def _restore(self, state: Any) -> tuple[Any, int]:
         for callback in self.callbacks:

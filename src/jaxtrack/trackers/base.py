@@ -75,6 +75,15 @@ class Tracker(abc.ABC):
     def flush(self) -> None:  # noqa: B027 - optional to override, unlike the methods above
         """Writes out everything pending without finishing (a no-op unless the backend buffers)."""
 
+    def validate(self, metrics: Mapping[str, Any]) -> None:  # noqa: B027 - optional, for backends with limits
+        """Raises an error naming the key if this backend cannot record ``metrics`` (flat ``"a/b"`` keys).
+
+        Called by :func:`jaxtrack.log` on the caller's thread before the
+        values are queued, so a value the backend would refuse is an error at
+        the call, not a report lost later. It sees the values as logged (JAX
+        arrays not fetched), so it checks names and host values only.
+        """
+
     def set_status(self, status: str) -> None:  # noqa: B027 - optional, for backends that record how a run ended
         """Says how the run ends, before :meth:`finish`: ``"finished"`` (the default), ``"failed"`` or ``"killed"``.
 
@@ -130,12 +139,14 @@ def check_step(step: Any) -> int:
         raise TypeError(f"step must be an integer, got {step!r}")
     try:
         resolved = int(step)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise TypeError(f"step must be an integer, got {step!r} ({type(step).__name__})") from None
     if resolved != step:
         raise TypeError(f"step must be an integer, got {step!r}")
     if resolved < 0:
         raise ValueError(f"step must be >= 0, got {resolved}")
+    if resolved >= 2**63:
+        raise ValueError(f"step must be below 2**63 (backends store it as int64), got {resolved}")
     return resolved
 
 
@@ -210,6 +221,10 @@ class CompositeTracker(Tracker):
 
     def set_status(self, status: str) -> None:
         self._each("set_status", lambda t: t.set_status(status))
+
+    def validate(self, metrics: Mapping[str, Any]) -> None:
+        for tracker in self.trackers:
+            tracker.validate(metrics)
 
     def split(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]

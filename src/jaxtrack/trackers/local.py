@@ -228,9 +228,9 @@ class LocalTracker(Tracker):
     def log(self, metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | None = None) -> None:
         with self._lock:
             self._check_open()
-            values = self._normalized(metrics)  # a refused value must not use up a step
-            if any(key == "step" for key, _ in values):
-                raise ValueError("metric name 'step' is reserved by the local store (each row's step); pass step=")
+            flat = flatten(metrics)
+            self.validate(flat)
+            values = self._normalized(flat)  # a refused value must not use up a step
             resolved = self._steps.resolve(step, commit)
             if self._db is None:
                 return
@@ -243,6 +243,10 @@ class LocalTracker(Tracker):
                 db.execute(
                     "UPDATE runs SET last_step = ?, heartbeat = ? WHERE num = ?", (self._last_step, now, self._run)
                 )
+
+    def validate(self, metrics: Mapping[str, Any]) -> None:
+        if "step" in metrics:
+            raise ValueError("metric name 'step' is reserved by the local store (each row's step); pass step=")
 
     def _normalized(self, metrics: Mapping[str, Any]) -> list[tuple[str, Any]]:
         out = []

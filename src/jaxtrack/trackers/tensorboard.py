@@ -41,9 +41,20 @@ from jaxtrack._optional import import_optional
 from jaxtrack._paths import safe_file_name
 from jaxtrack.multihost import per_process, writes
 from jaxtrack.redaction import redact
+from jaxtrack.run_id import validate_run_id
 from jaxtrack.trackers.base import StepCounter, Tracker
 from jaxtrack.trackers.config import TrackerConfig
-from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, HostValue, Image, flatten, normalize, to_host, to_plain
+from jaxtrack.values import (
+    DEFAULT_NUM_BINS,
+    HOST_SCALAR_TYPES,
+    Histogram,
+    HostValue,
+    Image,
+    flatten,
+    normalize,
+    to_host,
+    to_plain,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +112,10 @@ class TensorboardTracker(Tracker):
         self._hparams_written = False
         self._start_time = time.time()
         self._finished = False
-        self._described: set[str] = set()  # tags whose plugin metadata is in this event file
+        self._described: set[str] = set()
+        self._artifact_names: dict[
+            str, str
+        ] = {}  # file name under artifacts/ -> the artifact's name  # tags whose plugin metadata is in this event file
         self._writer = (
             _EventFile(self.logdir, flush_secs=flush_secs, suffix=filename_suffix) if writes(all_processes) else None
         )
@@ -114,6 +128,13 @@ class TensorboardTracker(Tracker):
                 return
             values = self._summary_values(metrics)
             self._write(values, self._steps.resolve(step, commit))
+
+    def validate(self, metrics: Mapping[str, Any]) -> None:
+        for key, value in metrics.items():
+            if type(value) in HOST_SCALAR_TYPES and not isinstance(value, (bool, np.bool_)):
+                number = float(value)
+                if math.isfinite(number) and abs(number) > _FLOAT32_MAX:
+                    raise ValueError(f"metric {key!r}: {value!r} is too large for a TensorBoard scalar (float32)")
 
     def log_summary(self, metrics: Mapping[str, Any]) -> None:
         # TensorBoard has no run summary: the values are written at the latest
@@ -154,7 +175,7 @@ class TensorboardTracker(Tracker):
         with self._lock:
             self._check_open()
             source = os.fspath(artifact_path)
-            target_name = safe_file_name(name or os.path.basename(os.path.normpath(source)))
+            target_name = self._artifact_file_name(name or os.path.basename(os.path.normpath(source)))
             if self._writer is None:
                 return
             target = os.path.join(self.logdir, "artifacts", target_name)
@@ -169,6 +190,15 @@ class TensorboardTracker(Tracker):
                 shutil.copyfile(source, target)
             note = f"artifact of type {type or 'unspecified'} from {source}, stored at artifacts/{target_name}"
             self._write(self._summary_values({f"artifacts/{target_name}": note}), max(self._last_step, 0))
+
+    def _artifact_file_name(self, name: str) -> str:
+        """A safe file name for artifact ``name``: the same name again replaces it, another never does."""
+        base = safe_file_name(name)
+        candidate, number = base, 1
+        while self._artifact_names.setdefault(candidate, name) != name:
+            number += 1
+            candidate = f"{base}-{number}"
+        return candidate
 
     def flush(self) -> None:
         with self._lock:
@@ -352,7 +382,7 @@ class TensorboardConfig(TrackerConfig):
     all_processes: bool = False
 
     def init(self, run_id: str | None) -> TensorboardTracker:
-        logdir = os.path.join(self.logdir, run_id) if run_id else self.logdir
+        logdir = os.path.join(self.logdir, validate_run_id(run_id)) if run_id else self.logdir
         return TensorboardTracker(
             logdir,
             flush_secs=self.flush_secs,

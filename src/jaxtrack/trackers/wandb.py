@@ -19,6 +19,7 @@ from jaxtrack._optional import import_optional
 from jaxtrack._paths import safe_file_name
 from jaxtrack.multihost import per_process, writes
 from jaxtrack.redaction import redact
+from jaxtrack.run_id import validate_run_id
 from jaxtrack.trackers.base import StepCounter, Tracker
 from jaxtrack.trackers.config import TrackerConfig
 from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, HostValue, Image, flatten, normalize, to_host, to_plain
@@ -107,8 +108,7 @@ class WandbTracker(Tracker):
         with self._lock:
             self._check_open()
             data = self._convert(metrics)
-            if self.step_metric in data:
-                raise ValueError(f"metric name {self.step_metric!r} is the W&B step metric; pass the step as step=")
+            self.validate(data)
             resolved = self._steps.resolve(step, commit)
             if self._open_step is not None and self._open_step != resolved:
                 # W&B would merge these values into the open row, at the open row's step.
@@ -116,6 +116,13 @@ class WandbTracker(Tracker):
             data[self.step_metric] = resolved
             self.run.log(data, commit=commit)
             self._open_step = resolved if commit is False else None
+
+    def validate(self, metrics: Mapping[str, Any]) -> None:
+        for key in metrics:
+            if key == self.step_metric:
+                raise ValueError(f"metric name {key!r} is the W&B step metric; pass the step as step=")
+            if key in _WANDB_RESERVED or key.startswith("_wandb/"):
+                raise ValueError(f"metric name {key!r} is reserved by W&B (it would overwrite the run's own {key})")
 
     def log_summary(self, metrics: Mapping[str, Any]) -> None:
         with self._lock:
@@ -164,6 +171,8 @@ class WandbTracker(Tracker):
     def __repr__(self) -> str:
         return f"WandbTracker(run={getattr(self.run, 'id', None)!r})"
 
+
+_WANDB_RESERVED = frozenset({"_step", "_runtime", "_timestamp", "_wandb"})
 
 DEFAULT_INIT_TIMEOUT_SECS = 30.0
 """How long an online ``wandb.init`` may try to reach W&B before the run goes offline instead."""
@@ -258,7 +267,7 @@ class WandbConfig(TrackerConfig):
             "project": self.project,
             "name": self.name,
             "tags": list(self.tags) or None,
-            "id": self.id or run_id,
+            "id": self.id or (validate_run_id(run_id) if run_id else None),
             "group": self.group,
             "job_type": self.job_type,
             "notes": self.notes,
