@@ -14,7 +14,9 @@ only its own lane. What happens when a lane is full is the backend's
   dropped to make room, counted, and warned about once; summaries,
   hyperparameters, artifacts and ``finish`` are never dropped.
 
-A lane holds at most the backend's ``max_pending`` calls, which bounds memory.
+A lane queues at most the backend's ``max_pending`` calls (plus the batch its
+thread has taken and is making), which bounds memory. The thread takes what is
+queued in one go, so a busy backend costs one lock per batch, not per call.
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ class BackendLane:
         self._on_drop = on_drop
         self._queue: collections.deque[Call] = collections.deque()
         self._cond = threading.Condition()
-        self._in_flight = 0  # 1 while the thread makes a call it took from the queue
+        self._in_flight = 0  # calls the thread took from the queue and has not made yet
         self._finished_last = False
         self._thread: threading.Thread | None = None
 
@@ -185,19 +187,21 @@ class BackendLane:
                     return
                 while not self._queue:
                     self._cond.wait()
-                # One call at a time, so a queued call can still be dropped and pending is exact.
-                call = self._queue.popleft()
-                self._in_flight = 1
-            try:
-                self._make(call)
-            finally:
-                with self._cond:
-                    self._in_flight = 0
-                    self._cond.notify_all()  # room for a reporter waiting on a full lane
-            self._finished_last = call.method == "finish"
-            made += 1
-            if made % 8 == 0:
-                time.sleep(0)  # let the training thread take the interpreter lock now and then
+                # What is queued now, taken at once (one lock, not one per call): calls
+                # arriving meanwhile stay queued, where drop_oldest can still drop them.
+                batch = [self._queue.popleft() for _ in range(len(self._queue))]
+                self._in_flight = len(batch)
+            for call in batch:
+                try:
+                    self._make(call)
+                finally:
+                    self._in_flight -= 1  # read under the lock by pending/wait; an int store is atomic
+                self._finished_last = call.method == "finish"
+                made += 1
+                if made % 8 == 0:
+                    time.sleep(0)  # let the training thread take the interpreter lock now and then
+            with self._cond:
+                self._cond.notify_all()  # room for a reporter waiting on a full lane; waiters for idle
 
     def _make(self, call: Call) -> None:
         try:

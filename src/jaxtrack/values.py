@@ -177,16 +177,21 @@ def flatten(tree: Mapping[str, Any], *, sep: str = "/") -> dict[str, Any]:
 
 def _flatten_into(out: dict[str, Any], tree: Mapping[Any, Any], prefix: str, sep: str) -> None:
     for key, value in tree.items():
-        if isinstance(key, bool) or not isinstance(key, (str, int)):
+        if type(key) is str:  # the common case first: exact type checks, no ABCs
+            if not key:
+                raise ValueError(f"empty metric name under {prefix!r}")
+            if not key.isascii():
+                _check_text(f"{prefix}{key}", key)
+        elif isinstance(key, bool) or not isinstance(key, (str, int)):
             raise TypeError(
                 f"metric names must be strings (or ints), got {key!r} ({type(key).__name__}) under {prefix!r}"
             )
-        name = f"{prefix}{key}"
-        if isinstance(key, str):
-            _check_text(name, key)
-        if name == "" or str(key) == "":
-            raise ValueError(f"empty metric name under {prefix!r}")
-        if isinstance(value, Mapping):
+        elif isinstance(key, str):
+            if not key:
+                raise ValueError(f"empty metric name under {prefix!r}")
+            _check_text(f"{prefix}{key}", key)
+        name = f"{prefix}{key}" if prefix else str(key)
+        if type(value) is dict or (type(value) not in _LEAF_TYPES and isinstance(value, Mapping)):
             _flatten_into(out, value, name + sep, sep)
         elif name in out:
             raise ValueError(f"metric name {name!r} is given twice (once nested, once flat)")
@@ -210,6 +215,7 @@ def to_host(flat: Mapping[str, Any]) -> dict[str, Any]:
 _HOST_FLOATS = frozenset({float, np.float16, np.float32, np.float64})
 _HOST_INTS = frozenset({int, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64})
 HOST_SCALAR_TYPES = _HOST_FLOATS | _HOST_INTS | {bool, np.bool_}
+_LEAF_TYPES = HOST_SCALAR_TYPES | {str, type(None)}
 """Exact types of values that are already host scalars (a fast path before slower checks)."""
 
 
@@ -315,6 +321,8 @@ _FLOAT64_MAX = float(np.finfo(np.float64).max)
 
 def _check_text(key: str, text: str) -> None:
     """Text every backend can write: encodable as UTF-8 (a lone surrogate is not)."""
+    if text.isascii():
+        return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:

@@ -248,9 +248,10 @@ class LocalTracker(Tracker):
         if "step" in metrics:
             raise ValueError("metric name 'step' is reserved by the local store (each row's step); pass step=")
 
-    def _normalized(self, metrics: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    def _normalized(self, flat: Mapping[str, Any]) -> list[tuple[str, Any]]:
+        """``(key, value)`` of a flat mapping's values as the store keeps them; ``None`` values are left out."""
         out = []
-        for key, raw in to_host(flatten(metrics)).items():
+        for key, raw in to_host(flat).items():
             value = normalize(key, raw, num_bins=self.histogram_bins)
             if value is not None:
                 out.append((key, value))
@@ -297,7 +298,7 @@ class LocalTracker(Tracker):
             self._check_open()
             if self._db is None:
                 return
-            values = {key: _summary_value(value) for key, value in self._normalized(metrics)}
+            values = {key: _summary_value(value) for key, value in self._normalized(flatten(metrics))}
             self._merge_json("summary", values)
 
     def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
