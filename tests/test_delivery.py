@@ -358,7 +358,8 @@ def test_drop_oldest_bounds_a_hanging_backend_and_counts_what_it_drops(
     wait_until(lambda: rep.errors.dropped.get(hung.name, 0) > 0, "dropping")
     wait_until(lambda: len(stored_history(path, "drop")) == 500, "delivered to the local store")
     most_pending = max(most_pending, rep.backlog(composite).get(hung.name, 0))
-    assert most_pending <= 50 + 1  # the lane's bound, and the call in progress
+    # The lane's bound: max_pending queued, plus the batch its thread took (at most as many again).
+    assert most_pending <= 2 * 50
 
     hung.release.set()
     assert jt.flush(timeout=WAIT)
@@ -391,7 +392,7 @@ def test_block_policy_never_drops_from_a_slow_backend(tmp_path: Path) -> None:
 
     assert slow.logs == [(step, {"i": step}, None) for step in range(300)]
     assert slow.name not in rep.errors.dropped
-    assert most_pending <= 4 + 1
+    assert most_pending <= 2 * 4  # max_pending queued, plus the batch being made
     assert finish_warnings() == []
 
 
