@@ -38,7 +38,7 @@ from jaxtrack.delivery import check_delivery_options
 from jaxtrack.multihost import agree_on_run_id
 from jaxtrack.redaction import redact
 from jaxtrack.run_id import new_run_id, validate_run_id
-from jaxtrack.trackers.base import NoopTracker, Tracker, check_step, walk
+from jaxtrack.trackers.base import NoopTracker, Tracker, check_run_end_status, check_step, walk
 from jaxtrack.trackers.config import TrackerConfig
 from jaxtrack.values import check_values, flatten, to_plain
 
@@ -254,9 +254,6 @@ def get_tracker(name: str) -> Tracker:
     raise KeyError(f"no tracker named {name!r}; the current trackers are: {', '.join(repr(t.name) for t in found)}")
 
 
-RUN_END_STATUSES = ("finished", "failed", "killed")
-
-
 FINISH_TIMEOUT_SECS = 60.0
 """How long ``finish()`` (and the end of the process) waits for a backend that hangs before giving up on it."""
 
@@ -276,8 +273,7 @@ def finish(*, status: str = "finished", timeout: float | None = FINISH_TIMEOUT_S
     >>> jt.finish()
     """
     global _current
-    if status not in RUN_END_STATUSES:
-        raise ValueError(f"status must be one of {', '.join(map(repr, RUN_END_STATUSES))}, got {status!r}")
+    check_run_end_status(status)
     tracker = _get()
     _wait_for_callbacks()  # jit_log callbacks still running log to the current tracker: keep it set for them
     with _lock:

@@ -7,6 +7,16 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+RUN_END_STATUSES = ("finished", "failed", "killed")
+"""How a run can end (:meth:`Tracker.set_status`, :func:`jaxtrack.finish`)."""
+
+
+def check_run_end_status(status: str) -> str:
+    """``status`` if it is one of :data:`RUN_END_STATUSES`, else a ``ValueError`` naming it."""
+    if status not in RUN_END_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(map(repr, RUN_END_STATUSES))}, got {status!r}")
+    return status
+
 
 class Tracker(abc.ABC):
     """A place metrics, summaries, hyperparameters and artifacts of a run go to.

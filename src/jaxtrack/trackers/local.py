@@ -55,7 +55,7 @@ from jaxtrack._paths import safe_file_name
 from jaxtrack.multihost import per_process, writes
 from jaxtrack.redaction import redact
 from jaxtrack.run_id import new_run_id, validate_run_id
-from jaxtrack.trackers.base import StepCounter, Tracker
+from jaxtrack.trackers.base import StepCounter, Tracker, check_run_end_status
 from jaxtrack.trackers.config import TrackerConfig
 from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, Image, flatten, normalize, to_host, to_plain
 
@@ -357,10 +357,8 @@ class LocalTracker(Tracker):
                 shutil.rmtree(staging, ignore_errors=True)  # gone already unless something failed
 
     def set_status(self, status: str) -> None:
-        if status not in STATUSES[1:]:
-            raise ValueError(f"status must be one of {', '.join(STATUSES[1:])}, got {status!r}")
         with self._lock:
-            self._status = status
+            self._status = check_run_end_status(status)
 
     def flush(self) -> None:
         with self._lock:
