@@ -21,6 +21,7 @@ import yaml
 from PIL import Image as PILImage
 
 import jaxtrack
+from backends import wandb_offline
 from jaxtrack import multihost
 from jaxtrack.trackers.wandb import WandbTracker
 from wandb_files import WANDB_HEADER, WandbFileError, find_wandb_files, parse_records, read_run
@@ -29,21 +30,8 @@ from wandb_files import WANDB_HEADER, WandbFileError, find_wandb_files, parse_re
 @pytest.fixture(autouse=True)
 def wandb_env(tmp_path, monkeypatch):
     """Offline, silent, every wandb directory under ``tmp_path``; returns the runs' ``dir``."""
-    dirs = {
-        "WANDB_DIR": tmp_path / "runs",
-        "WANDB_CACHE_DIR": tmp_path / "wandb-cache",
-        "WANDB_CONFIG_DIR": tmp_path / "wandb-config",
-        "WANDB_DATA_DIR": tmp_path / "wandb-data",
-    }
-    for var, path in dirs.items():
-        path.mkdir()
-        monkeypatch.setenv(var, str(path))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    # wandb reads the environment once into a process-wide singleton: drop the
-    # previous test's, so this test's directories are used.
-    wandb.teardown()
-    yield dirs["WANDB_DIR"]
+    runs = wandb_offline(tmp_path, monkeypatch)
+    yield runs
     if wandb.run is not None:
         wandb.run.finish()
     wandb.teardown()
