@@ -388,7 +388,7 @@ class Reporter:
 
     def _deliver(self, batch: list[_Task]) -> None:
         host_args = _fetch([task.args for task in batch])
-        per_lane: dict[int, list[Call]] = {}
+        per_lane: dict[BackendLane, list[Call]] = {}
         for done, (task, args) in enumerate(zip(batch, host_args, strict=True), 1):
             self._route(task, args, per_lane)
             if done % 8 == 0:
@@ -402,11 +402,11 @@ class Reporter:
         self._hand_over(per_lane)
 
     def _call(self, task: _Task) -> None:
-        per_lane: dict[int, list[Call]] = {}
+        per_lane: dict[BackendLane, list[Call]] = {}
         self._route(task, task.args, per_lane)
         self._hand_over(per_lane)
 
-    def _route(self, task: _Task, args: tuple[Any, ...], per_lane: dict[int, list[Call]]) -> None:
+    def _route(self, task: _Task, args: tuple[Any, ...], per_lane: dict[BackendLane, list[Call]]) -> None:
         """Adds the backend calls of ``task`` to ``per_lane``, one per backend, in order."""
         try:
             if task.prepare is not None:
@@ -431,7 +431,7 @@ class Reporter:
                 if countdown is not None:
                     countdown.done()
                 continue
-            per_lane.setdefault(id(lane), []).append(Call(method, call_args, call_kwargs, countdown))
+            per_lane.setdefault(lane, []).append(Call(method, call_args, call_kwargs, countdown))
 
     def _lane(self, tracker: Tracker) -> BackendLane:
         with self._lanes_lock:
@@ -441,11 +441,9 @@ class Reporter:
                 self._lanes[id(tracker)] = lane
             return lane
 
-    def _hand_over(self, per_lane: dict[int, list[Call]]) -> None:
-        with self._lanes_lock:
-            lanes = {id(lane): lane for lane in self._lanes.values()}
-        for key, calls in per_lane.items():
-            lanes[key].put(calls)  # waits here if a "block" backend is max_pending behind
+    def _hand_over(self, per_lane: dict[BackendLane, list[Call]]) -> None:
+        for lane, calls in per_lane.items():
+            lane.put(calls)  # waits here if a "block" backend is max_pending behind
         with self._lanes_lock:
             # Finished backends' lanes go, so finished trackers are not kept alive.
             for key, lane in list(self._lanes.items()):
