@@ -1,8 +1,9 @@
 """jaxtrack: experiment tracking for JAX, Flax and Optax training loops.
 
->>> import jaxtrack as jt
->>> with jt.init_tracker({"type": "noop"}, run_id="example"):
-...     jt.log({"loss": 0.5}, step=0)
+Examples:
+    >>> import jaxtrack as jt
+    >>> with jt.init_tracker({"type": "noop"}, run_id="example"):
+    ...     jt.log({"loss": 0.5}, step=0)
 """
 
 from jaxtrack import callbacks

@@ -1,4 +1,4 @@
-"""``python -m jaxtrack``: the ``jaxtrack`` command line (see :mod:`jaxtrack.cli`)."""
+"""``python -m jaxtrack``: the ``jaxtrack`` command line (see ``jaxtrack.cli``)."""
 
 from __future__ import annotations
 

@@ -7,11 +7,25 @@ from types import ModuleType
 
 
 class MissingExtraError(ImportError):
-    """An optional package a backend needs is not installed."""
+    """An optional package a backend needs is not installed.
+
+    The message names the extra to install, e.g. ``pip install
+    'jaxtrack[wandb]'`` (also ``[tensorboard]``, ``[clu]``, ``[checkpoint]``,
+    ``[progress]``, ``[plot]``). It is an ``ImportError``, so code that falls
+    back when a package is missing catches it as it would the import's error.
+
+    Examples:
+        >>> import tempfile, jaxtrack as jt
+        >>> try:
+        ...     tracker = jt.TensorboardTracker(tempfile.mkdtemp())
+        ... except jt.MissingExtraError:  # "... pip install 'jaxtrack[tensorboard]'"
+        ...     tracker = jt.ConsoleTracker()
+        >>> tracker.finish()
+    """
 
 
 def import_optional(module: str, *, extra: str, purpose: str) -> ModuleType:
-    """Imports ``module`` or raises :class:`MissingExtraError` naming ``jaxtrack[extra]``."""
+    """Imports ``module`` or raises ``MissingExtraError`` naming ``jaxtrack[extra]``."""
     try:
         return importlib.import_module(module)
     except ImportError as error:

@@ -1,6 +1,6 @@
 """The ``jaxtrack`` command line: list, inspect, plot and export the runs of a local run store.
 
-Every command reads the store that :class:`~jaxtrack.trackers.local.LocalTracker`
+Every command reads the store that ``jaxtrack.trackers.local.LocalTracker``
 writes: ``--store PATH`` (before or after the command name), else
 ``$JAXTRACK_STORE``, else ``runs/jaxtrack.db``. A run is named by its id, a
 unique prefix of its id, its name, or ``latest``. With ``--json`` a command
@@ -228,7 +228,7 @@ def choose_metric_keys(scalar_keys: Sequence[str], patterns: Sequence[str] | Non
 
     With ``patterns`` (names or shell-style globs), the keys they match, in
     pattern order; a pattern that matches nothing is left out, since runs
-    differ. Without, up to :data:`DEFAULT_METRIC_COLUMNS` keys: losses
+    differ. Without, up to ``DEFAULT_METRIC_COLUMNS`` keys: losses
     first, then accuracies, then the others in order.
 
     >>> choose_metric_keys(["epoch", "lr", "train/acc", "train/loss", "val/loss"])

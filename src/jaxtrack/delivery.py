@@ -1,10 +1,10 @@
 """Per-backend delivery: each backend gets its own queue and thread, so one that hangs holds up only itself.
 
-The reporter (:mod:`jaxtrack.reporter`) fetches every report to the host once,
-then hands each backend its calls through a :class:`BackendLane`. A backend
+The reporter (``jaxtrack.reporter``) fetches every report to the host once,
+then hands each backend its calls through a ``BackendLane``. A backend
 that raises is counted and the others go on; one that is slow or hangs fills
 only its own lane. What happens when a lane is full is the backend's
-``when_full`` policy (an attribute of :class:`~jaxtrack.Tracker`):
+``when_full`` policy (an attribute of ``jaxtrack.Tracker``):
 
 - ``"block"`` (the default, and the local store's): nothing is dropped; the
   reporter waits for room, and once the reporter's own queue is full, so does

@@ -9,21 +9,21 @@ hosts never fall out of step.
 Values are global. A logged array that no process holds whole (a batch
 sharded over every host's devices) is gathered with a collective, which every
 process must join in the same order: it is dispatched on the thread that logs
-it (:func:`replicate_sharded`, called by the reporter as it queues the call),
+it ([`replicate_sharded`][jaxtrack.multihost.replicate_sharded], called by the reporter as it queues the call),
 in program order with the training steps, never on the background reporter
 thread, whose collectives would race with the training thread's. The
 reporter then reads each process's local copy of the replicated value. So
 ``jaxtrack.log`` of such an array must be called on every process, as the
 training step is.
 
-The run id is the same on every process: :func:`jaxtrack.init_tracker`
-shares the one process 0 made up (:func:`agree_on_run_id`), so a restarted
+The run id is the same on every process: [`jaxtrack.init_tracker`][jaxtrack.init_tracker]
+shares the one process 0 made up ([`agree_on_run_id`][jaxtrack.multihost.agree_on_run_id]), so a restarted
 job given that id resumes the run everywhere. Call
 ``jax.distributed.initialize`` before ``init_tracker``.
 
 A backend that should write on every process (per-host system metrics, say)
-checks :func:`writes` with ``all_processes=True`` and keeps the processes'
-outputs apart with :func:`per_process`.
+checks [`writes`][jaxtrack.multihost.writes] with ``all_processes=True`` and keeps the processes'
+outputs apart with [`per_process`][jaxtrack.multihost.per_process].
 """
 
 from __future__ import annotations
@@ -39,20 +39,31 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
 def process_index() -> int:
-    """This process's index in a ``jax.distributed`` run (0 when there is one process)."""
+    """This process's index in a ``jax.distributed`` run (0 when there is one process).
+
+    Examples:
+        >>> process_index()
+        0
+    """
     return jax.process_index()
 
 
 def process_count() -> int:
-    """How many processes take part in the run (1 without ``jax.distributed``)."""
+    """How many processes take part in the run (1 without ``jax.distributed``).
+
+    Examples:
+        >>> process_count()
+        1
+    """
     return jax.process_count()
 
 
 def is_primary_process() -> bool:
     """Whether this process is the one that writes to backends (process 0).
 
-    >>> is_primary_process()
-    True
+    Examples:
+        >>> is_primary_process()
+        True
     """
     return process_index() == 0
 
@@ -60,8 +71,9 @@ def is_primary_process() -> bool:
 def writes(all_processes: bool = False) -> bool:
     """Whether a backend writes in this process: process 0 only, or every process with ``all_processes``.
 
-    >>> writes(), writes(all_processes=True)
-    (True, True)
+    Examples:
+        >>> writes(), writes(all_processes=True)
+        (True, True)
     """
     return all_processes or is_primary_process()
 
@@ -73,8 +85,9 @@ def per_process(name: str) -> str:
     writes the run itself, the others runs, directories or files of their own
     beside it.
 
-    >>> per_process("20240101-120000-abcdef")
-    '20240101-120000-abcdef'
+    Examples:
+        >>> per_process("20240101-120000-abcdef")  # process 0: the name itself
+        '20240101-120000-abcdef'
     """
     index = process_index()
     return name if index == 0 else f"{name}-process{index}"
@@ -97,10 +110,11 @@ def replicate_sharded(tree: Any) -> Any:
     this process's (a pipeline stage on other hosts) is left as it is: this
     process takes no part in its computations, and cannot read it.
 
-    >>> import numpy as np
-    >>> tree = {"loss": np.float32(0.5)}
-    >>> replicate_sharded(tree) is tree
-    True
+    Examples:
+        >>> import numpy as np
+        >>> tree = {"loss": np.float32(0.5)}
+        >>> replicate_sharded(tree) is tree
+        True
     """
     global _one_process
     if _one_process:
@@ -168,15 +182,16 @@ def agree_on_run_id(run_id: str | None, new: Callable[[], str]) -> str:
 
     With one process this is ``run_id``, or ``new()`` when it is ``None``.
     With several (``jax.distributed``), every process must call it at the same
-    point (it is a collective, as :func:`jaxtrack.init_tracker` is called by
+    point (it is a collective, as [`jaxtrack.init_tracker`][jaxtrack.init_tracker] is called by
     every process): when no process gives an id, all use the one process 0
     made up, so a resumed run is found again on every host; a given id must be
     the same on every process, and is checked to be. A mismatch, or an id given
     on some processes only, raises ``ValueError`` on every process, so none
     is left waiting for the others.
 
-    >>> agree_on_run_id("demo", new=lambda: "unused")
-    'demo'
+    Examples:
+        >>> agree_on_run_id("demo", new=lambda: "unused")
+        'demo'
     """
     if process_count() == 1:
         return run_id if run_id is not None else new()
@@ -202,7 +217,7 @@ def _id_payload(run_id: str, *, given: bool) -> np.ndarray:
 
 
 def _agreed_run_id(everyone: np.ndarray, own: str) -> str:
-    """The run id from every process's :func:`_id_payload` (one row each, process 0's first); ``own`` is ours.
+    """The run id from every process's ``_id_payload`` (one row each, process 0's first); ``own`` is ours.
 
     The same rows reach every process, so every process returns the same id or
     raises the same error.

@@ -1,12 +1,12 @@
 """How runs end when the process does: SIGTERM, an uncaught exception, or a normal exit.
 
 A normal exit finishes every unfinished tracker (``finished``; see
-:func:`jaxtrack.tracking.finish_all`). An exception nobody catches finishes
+``jaxtrack.tracking.finish_all``). An exception nobody catches finishes
 them as ``failed`` (``killed`` for Ctrl-C) before Python prints it, through
 ``sys.excepthook``. For SIGTERM (preemption, ``kill``, a scheduler's time
 limit): when a tracker first becomes current on the main thread, and SIGTERM
 still has its default action, jaxtrack handles SIGTERM: it flushes what was logged
-to every backend (waiting at most :data:`SIGTERM_FINISH_TIMEOUT_SECS`, inside
+to every backend (waiting at most ``SIGTERM_FINISH_TIMEOUT_SECS``, inside
 the usual 30-second grace of cloud preemption and Kubernetes), finishes each
 unfinished tracker with status ``killed``, then restores the default action
 and re-sends the signal, so the process ends exactly as it would have (killed

@@ -1,19 +1,20 @@
 """Keeping credentials out of logged hyperparameters.
 
-Every built-in backend, and :func:`jaxtrack.log_hyperparameters` /
-:func:`jaxtrack.log_configuration` before any backend (user-written ones
+Every built-in backend, and [`jaxtrack.log_hyperparameters`][jaxtrack.log_hyperparameters] /
+[`jaxtrack.log_configuration`][jaxtrack.log_configuration] before any backend (user-written ones
 included) sees the values, replaces the value of a key that names a
-credential with :data:`REDACTED`. A key names a credential when one of its
+credential with [`REDACTED`][jaxtrack.redaction.REDACTED] (``"[redacted]"``). A key names a credential when one of its
 path components, split into words at ``_``, ``-``, ``.``, spaces and
-camelCase, holds a word of :data:`SECRET_WORDS` or a pair of
-:data:`SECRET_PAIRS`, or ends with the word ``token`` (``hf_token``,
+camelCase, holds a word of [`SECRET_WORDS`][jaxtrack.redaction.SECRET_WORDS] or a pair of
+[`SECRET_PAIRS`][jaxtrack.redaction.SECRET_PAIRS], or ends with the word ``token`` (``hf_token``,
 ``authToken``) other than a tokenizer's special token (``eos_token``,
 ``pad_token``). ``tokens``, ``max_tokens`` and ``tokenizer`` are kept. Values
 that cannot be a credential (``True``/``False``/``None``) are kept too, so
 ``use_auth_token: true`` is still visible.
 
->>> redact({"wandb": {"api_key": "abc123"}, "lr": 0.1, "hf_token": "hf_x", "eos_token": "</s>"})
-{'wandb': {'api_key': '[redacted]'}, 'lr': 0.1, 'hf_token': '[redacted]', 'eos_token': '</s>'}
+Examples:
+    >>> redact({"wandb": {"api_key": "abc123"}, "lr": 0.1, "hf_token": "hf_x", "eos_token": "</s>"})
+    {'wandb': {'api_key': '[redacted]'}, 'lr': 0.1, 'hf_token': '[redacted]', 'eos_token': '</s>'}
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 def is_secret_key(key: str) -> bool:
     """Whether ``key`` (one name, or an ``"a/b"`` path) names a credential.
 
-    >>> [is_secret_key(k) for k in ("db/password", "apiKey", "max_tokens", "pad_token", "HF_TOKEN")]
-    [True, True, False, False, True]
+    Examples:
+        >>> [is_secret_key(k) for k in ("db/password", "apiKey", "max_tokens", "pad_token", "HF_TOKEN")]
+        [True, True, False, False, True]
     """
     return any(_is_secret_name(part) for part in str(key).split("/"))
 
@@ -86,11 +88,15 @@ def _is_secret_name(name: str) -> bool:
 
 
 def redact(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``hparams`` (nested or flat) with every credential's value replaced by :data:`REDACTED`.
+    """A copy of ``hparams`` (nested or flat) with every credential's value replaced by [`REDACTED`][jaxtrack.redaction.REDACTED].
 
     Looks inside nested mappings, lists and tuples, dataclasses and
     ``ml_collections.ConfigDict`` values (turned into dicts), so a secret in
     ``loggers: [{api_key: ...}]`` or a settings dataclass is found too.
+
+    Examples:
+        >>> redact({"optimizer": {"lr": 0.1}, "loggers": [{"api_key": "abc"}], "use_auth_token": True})
+        {'optimizer': {'lr': 0.1}, 'loggers': [{'api_key': '[redacted]'}], 'use_auth_token': True}
     """
     out: dict[str, Any] = {}
     for key, value in hparams.items():

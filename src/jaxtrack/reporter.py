@@ -6,7 +6,7 @@ backend receives calls in the order they were made, with their steps. The
 worker copies the JAX arrays of everything that has piled up to the host in
 one batched transfer (it is the thread that waits for the device), then hands
 each backend its calls through its own queue and thread
-(:mod:`jaxtrack.delivery`). A slow backend therefore never holds up training
+(``jaxtrack.delivery``). A slow backend therefore never holds up training
 nor the other backends; a backend that raises is reported once by name,
 counted, and the others go on.
 
@@ -106,7 +106,7 @@ class ReportedValues:
 
     Appended on the reporter's thread when it hands a ``log`` call to a
     tracker (host values, already fetched), so callbacks such as
-    :class:`jaxtrack.callbacks.TerminateOnNaN` act on every reported value
+    ``jaxtrack.callbacks.TerminateOnNaN`` act on every reported value
     without another device sync. Readers keep the ``version`` they have read
     up to. Numbers are kept as they are; of an array only whether all its
     elements are finite. The log holds the last ``capacity`` values.
@@ -154,7 +154,7 @@ class ReportedValues:
 
 
 class ReportedValuesReader:
-    """Reads a :class:`ReportedValues` log from where it was made, each value once."""
+    """Reads a ``ReportedValues`` log from where it was made, each value once."""
 
     def __init__(self, values: ReportedValues) -> None:
         self._values = values
@@ -187,7 +187,7 @@ def _summary_of(value: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class NonFinite:
-    """An array value with ``count`` NaN or infinite elements (as :class:`ReportedValues` records it)."""
+    """An array value with ``count`` NaN or infinite elements (as ``ReportedValues`` records it)."""
 
     count: int
 
@@ -519,5 +519,5 @@ def call_soon(
     may_block: bool = True,
     **kwargs: Any,
 ) -> bool:
-    """Queues one tracker call on the process's reporter (see :meth:`Reporter.submit`)."""
+    """Queues one tracker call on the process's reporter (see ``Reporter.submit``)."""
     return default_reporter().submit(tracker, method, *args, wait=wait, timeout=timeout, may_block=may_block, **kwargs)

@@ -9,20 +9,24 @@ import secrets
 def new_run_id() -> str:
     """A fresh run id: the UTC time then random letters, so ids sort by start time.
 
-    >>> len(new_run_id().split("-"))
-    3
+    Examples:
+        >>> len(new_run_id().split("-"))
+        3
     """
     now = datetime.datetime.now(datetime.UTC)
     return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 def validate_run_id(run_id: str) -> str:
-    """Checks that ``run_id`` is safe to use as a directory name and as a W&B id.
+    """Checks that ``run_id`` is safe to use as a directory name and as a W&B id; returns it.
 
-    >>> validate_run_id("../up")
-    Traceback (most recent call last):
-    ...
-    ValueError: run_id '../up' cannot be used: it must not start with '.' nor contain spaces or any of '/\\\\:#?%*"<>|'
+    Examples:
+        >>> validate_run_id("2024-run_7")
+        '2024-run_7'
+        >>> validate_run_id("../up")
+        Traceback (most recent call last):
+        ...
+        ValueError: run_id '../up' cannot be used: it must not start with '.' nor contain spaces or any of '/\\\\:#?%*"<>|'
     """
     if not isinstance(run_id, str) or not run_id:
         raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")

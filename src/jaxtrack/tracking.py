@@ -1,7 +1,7 @@
 """The module-level logging functions, and the current tracker they send to.
 
 The functions return at once: each call is queued, in order, on the
-background reporter (:mod:`jaxtrack.reporter`), which copies JAX arrays to the
+background reporter (``jaxtrack.reporter``), which copies JAX arrays to the
 host and calls the tracker off the training thread. Values are checked for
 type on the calling thread, so a value no backend can record is a
 ``TypeError`` right away. ``flush()``, ``finish()``, leaving a
@@ -10,9 +10,13 @@ them have reached the backends.
 
 With no tracker set, every function here (``current_tracker()``, ``log``,
 ``log_summary``, ``log_hyperparameters``, ``log_artifact``,
-``log_configuration``, ``finish``) warns once with :class:`NoTrackerWarning`
-and does nothing: the values are not recorded, and training goes on.
+``log_configuration``, ``finish``) warns once with
+[`NoTrackerWarning`][jaxtrack.tracking.NoTrackerWarning] and does nothing: the values are not recorded, and training goes on.
 ``get_tracker`` is a look-up and raises ``KeyError`` instead.
+
+``FINISH_TIMEOUT_SECS`` (60) is how long ``finish()`` waits for a backend
+that hangs; ``DEFAULT_TRACKERS`` is what ``init_tracker()`` builds with no
+config (the local run store).
 """
 
 from __future__ import annotations
@@ -44,7 +48,18 @@ from jaxtrack.values import check_values, flatten, to_plain
 
 
 class NoTrackerWarning(UserWarning):
-    """Logged values are dropped because no tracker is set (see :func:`current_tracker`)."""
+    """Logged values are dropped because no tracker is set (see [`current_tracker`][jaxtrack.tracking.current_tracker]).
+
+    Issued once per process, by the first call that finds no tracker set. A
+    script that must not train unrecorded can make it an error.
+
+    Examples:
+        >>> import warnings, jaxtrack as jt
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("error", jt.NoTrackerWarning)  # a forgotten init_tracker() now fails
+        ...     with jt.current_tracker(jt.NoopTracker()):
+        ...         jt.log({"loss": 0.5}, step=0)  # a tracker is set: no warning
+    """
 
 
 _lock = threading.RLock()
@@ -87,15 +102,17 @@ def current_tracker(tracker: Tracker | None = None) -> Tracker | _CurrentTracker
     """Gets the current tracker, or sets it.
 
     ``current_tracker()`` returns the tracker the module functions log to (a
-    :class:`NoopTracker`, with a one-time :class:`NoTrackerWarning`, if none is
+    [`NoopTracker`][jaxtrack.trackers.NoopTracker], with a one-time
+    [`NoTrackerWarning`][jaxtrack.tracking.NoTrackerWarning], if none is
     set). ``current_tracker(t)`` makes ``t`` current at once; used as a context
     manager, it restores the previous tracker (and flushes ``t``) on exit.
 
-    >>> import jaxtrack as jt
-    >>> with jt.current_tracker(jt.NoopTracker()) as tracker:
-    ...     jt.log({"loss": 0.5}, step=0)
-    ...     jt.current_tracker() is tracker
-    True
+    Examples:
+        >>> import jaxtrack as jt
+        >>> with jt.current_tracker(jt.NoopTracker()) as tracker:
+        ...     jt.log({"loss": 0.5}, step=0)
+        ...     jt.current_tracker() is tracker
+        True
     """
     global _current
     if tracker is None:
@@ -138,13 +155,15 @@ def log(metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | N
     """Logs ``metrics`` (nested dicts allowed) at ``step`` to the current tracker.
 
     ``step=None`` continues after the last step (``wandb.log``'s rule, see
-    :class:`jaxtrack.trackers.StepCounter`); ``commit=False`` keeps the step
+    [`StepCounter`][jaxtrack.trackers.StepCounter]); ``commit=False`` keeps the step
     open for more values. JAX arrays are copied to the host by the backend
-    where it writes. Inside a jitted function use :func:`jaxtrack.jit_log`.
+    where it writes. Inside a jitted function use
+    [`jaxtrack.jit_log`][jaxtrack.jit_log].
 
-    >>> import jaxtrack as jt
-    >>> with jt.current_tracker(jt.NoopTracker()):
-    ...     jt.log({"train": {"loss": 0.25}}, step=10)
+    Examples:
+        >>> import jaxtrack as jt
+        >>> with jt.current_tracker(jt.NoopTracker()):
+        ...     jt.log({"train": {"loss": 0.25}}, step=10)
     """
     flat = check_values(metrics)
     if isinstance(step, jax.Array):
@@ -162,9 +181,10 @@ def log(metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | N
 def log_summary(metrics: Mapping[str, Any]) -> None:
     """Logs values that describe the whole run, like W&B's run summary.
 
-    >>> import jaxtrack as jt
-    >>> with jt.current_tracker(jt.NoopTracker()):
-    ...     jt.log_summary({"best_loss": 0.0})
+    Examples:
+        >>> import jaxtrack as jt
+        >>> with jt.current_tracker(jt.NoopTracker()):
+        ...     jt.log_summary({"best_loss": 0.0})
     """
     check_values(metrics)
     reporter.call_soon(_get(), "log_summary", metrics)
@@ -175,11 +195,12 @@ def log_hyperparameters(hparams: Mapping[str, Any]) -> None:
 
     Values of keys that name credentials (``api_key``, ``password``,
     ``hf_token``...) are replaced by ``"[redacted]"`` before any backend sees
-    them (see :mod:`jaxtrack.redaction`).
+    them (see [`jaxtrack.redaction`][jaxtrack.redaction]).
 
-    >>> import jaxtrack as jt
-    >>> with jt.current_tracker(jt.NoopTracker()):
-    ...     jt.log_hyperparameters({"optimizer": {"lr": 1e-3}, "batch_size": 32})
+    Examples:
+        >>> import jaxtrack as jt
+        >>> with jt.current_tracker(jt.NoopTracker()):
+        ...     jt.log_hyperparameters({"optimizer": {"lr": 1e-3}, "batch_size": 32})
     """
     flatten(hparams)  # a malformed mapping is an error here, not on the reporter
     # Redacted here too, so trackers written by users never see a credential.
@@ -189,11 +210,15 @@ def log_hyperparameters(hparams: Mapping[str, Any]) -> None:
 def log_artifact(artifact_path: str | os.PathLike[str], *, name: str | None = None, type: str | None = None) -> None:
     """Stores a file or directory with the run (a W&B artifact, a copy next to TensorBoard's files...).
 
-    >>> import jaxtrack as jt, tempfile, pathlib
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
-    >>> _ = path.write_text("hello")
-    >>> with jt.current_tracker(jt.NoopTracker()):
-    ...     jt.log_artifact(path, name="notes", type="text")
+    Waits until the backends have taken the file (at most 60 seconds for a
+    backend that hangs), so it may be changed or deleted once this returns.
+
+    Examples:
+        >>> import jaxtrack as jt, tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
+        >>> _ = path.write_text("hello")
+        >>> with jt.current_tracker(jt.NoopTracker()):
+        ...     jt.log_artifact(path, name="notes", type="text")
     """
     if not os.path.exists(artifact_path):
         raise FileNotFoundError(f"artifact path does not exist: {os.fspath(artifact_path)!r}")
@@ -209,15 +234,17 @@ def log_configuration(config: Any, *, name: str = "config") -> None:
     """Logs a run's configuration: as hyperparameters, and as a YAML artifact called ``name``.
 
     ``config`` is a dataclass, an ``ml_collections.ConfigDict``, or a mapping.
-    Credentials in it are redacted, as by :func:`log_hyperparameters`.
+    Credentials in it are redacted, as by
+    [`log_hyperparameters`][jaxtrack.tracking.log_hyperparameters].
 
-    >>> import dataclasses, jaxtrack as jt
-    >>> @dataclasses.dataclass
-    ... class Config:
-    ...     lr: float = 1e-3
-    ...     layers: tuple = (64, 64)
-    >>> with jt.current_tracker(jt.NoopTracker()):
-    ...     jt.log_configuration(Config())
+    Examples:
+        >>> import dataclasses, jaxtrack as jt
+        >>> @dataclasses.dataclass
+        ... class Config:
+        ...     lr: float = 1e-3
+        ...     layers: tuple = (64, 64)
+        >>> with jt.current_tracker(jt.NoopTracker()):
+        ...     jt.log_configuration(Config())
     """
     tracker = _get()
     plain = redact(to_plain(_config_to_dict(config)))
@@ -238,10 +265,11 @@ def get_tracker(name: str) -> Tracker:
 
     Raises ``KeyError`` naming the trackers that exist when none matches.
 
-    >>> import jaxtrack as jt
-    >>> with jt.current_tracker(jt.CompositeTracker([jt.NoopTracker()])):
-    ...     jt.get_tracker("noop")
-    NoopTracker(name='noop')
+    Examples:
+        >>> import jaxtrack as jt
+        >>> with jt.current_tracker(jt.CompositeTracker([jt.NoopTracker()])):
+        ...     jt.get_tracker("noop")
+        NoopTracker(name='noop')
     """
     with _lock:
         root = _current
@@ -268,9 +296,10 @@ def finish(*, status: str = "finished", timeout: float | None = FINISH_TIMEOUT_S
     up on; a warning says which backends lost what, as it does for backends
     that failed or dropped reports.
 
-    >>> import jaxtrack as jt
-    >>> _ = jt.current_tracker(jt.NoopTracker())
-    >>> jt.finish()
+    Examples:
+        >>> import jaxtrack as jt
+        >>> _ = jt.current_tracker(jt.NoopTracker())
+        >>> jt.finish()
     """
     global _current
     check_run_end_status(status)
@@ -315,14 +344,37 @@ def _finish(tracker: Tracker, *, status: str = "finished", timeout: float | None
 
 
 def _behind(tracker: Tracker, what: str) -> str:
-    """The warning for a call that waited :data:`FINISH_TIMEOUT_SECS` for backends and went on without them."""
+    """The warning for a call that waited ``FINISH_TIMEOUT_SECS`` for backends and went on without them."""
     backlog = reporter.default_reporter().backlog(tracker)
     slow = ", ".join(f"{name} ({count} call(s) queued)" for name, count in backlog.items()) or "the reporter"
     return f"jaxtrack: {what} waited {FINISH_TIMEOUT_SECS:.0f} s for {slow}, which hangs or is far behind; going on"
 
 
 class BackendError(RuntimeError):
-    """A backend failed to record data, raised on the training thread in strict mode (``init_tracker(strict=True)``)."""
+    """A backend failed to record data, raised on the training thread in strict mode (``init_tracker(strict=True)``).
+
+    It is raised at the next ``log``, ``flush`` or ``finish`` after the
+    failure; the other backends still get every call.
+
+    Examples:
+        >>> import warnings, jaxtrack as jt
+        >>> from jaxtrack.tracking import BackendError
+        >>> class Broken(jt.NoopTracker):
+        ...     name = "broken"
+        ...     def log(self, metrics, *, step=None, commit=None):
+        ...         raise OSError("disk full")
+        >>> _ = jt.init_tracker(Broken(), strict=True)
+        >>> jt.log({"loss": 1.0}, step=0)
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     try:
+        ...         jt.finish()
+        ...     except BackendError as error:
+        ...         print(error)
+        tracker 'broken' failed in log (strict mode): OSError: disk full
+        >>> print(caught[0].message)
+        jaxtrack: not everything logged reached every backend: broken.log failed x1
+    """
 
 
 # The tracker started in strict mode and the reporter's failure count then (else None):
@@ -355,11 +407,12 @@ def flush(timeout: float | None = None) -> bool:
 
     Returns ``False`` if ``timeout`` (seconds) ran out first.
 
-    >>> import jaxtrack as jt
-    >>> with jt.current_tracker(jt.NoopTracker()):
-    ...     jt.log({"loss": 1.0}, step=0)
-    ...     jt.flush()
-    True
+    Examples:
+        >>> import jaxtrack as jt
+        >>> with jt.current_tracker(jt.NoopTracker()):
+        ...     jt.log({"loss": 1.0}, step=0)
+        ...     jt.flush()
+        True
     """
     _wait_for_callbacks()
     with _lock:
@@ -390,28 +443,30 @@ def release(tracker: Tracker) -> None:
 def init_tracker(spec: Any = None, *, run_id: str | None = None, strict: bool = False) -> Tracker:
     """Builds trackers from a config and makes the result the current tracker.
 
-    With no ``spec``, the default: a :class:`~jaxtrack.LocalTracker` writing
+    With no ``spec``, the default: a [`LocalTracker`][jaxtrack.LocalTracker] writing
     to the local run store (``runs/jaxtrack.db``, or ``$JAXTRACK_STORE``),
-    which ``jaxtrack runs`` / ``jaxtrack show`` read. Otherwise ``spec`` is anything :meth:`TrackerConfig.parse` reads (a config, a dict
+    which ``jaxtrack runs`` / ``jaxtrack show`` read. Otherwise ``spec`` is
+    anything [`TrackerConfig.parse`][jaxtrack.trackers.TrackerConfig.parse] reads (a config, a dict
     with ``type:``, YAML text) or a list of those, which gives a
-    :class:`~jaxtrack.CompositeTracker`; a :class:`~jaxtrack.Tracker` is used as
+    [`CompositeTracker`][jaxtrack.CompositeTracker]; a [`Tracker`][jaxtrack.Tracker] is used as
     is. Every backend gets the same ``run_id`` (one is made up if not given).
     In a ``jax.distributed`` run every process calls ``init_tracker`` alike:
     all use the id process 0 made up, and a given id is checked to be the same
-    on every process (see :func:`jaxtrack.multihost.agree_on_run_id`).
+    on every process (see [`agree_on_run_id`][jaxtrack.multihost.agree_on_run_id]).
     The returned tracker is also a context manager that finishes it.
 
     A backend that fails is normally reported once, counted, and left behind
     while training goes on (``finish()`` says what was lost). With
     ``strict=True``, a backend failure is raised instead, as
-    :class:`BackendError`, on the training thread at the next ``log``,
+    [`BackendError`][jaxtrack.tracking.BackendError], on the training thread at the next ``log``,
     ``flush`` or ``finish``.
 
-    >>> import jaxtrack as jt
-    >>> with jt.init_tracker([{"type": "noop"}, "type: noop"], run_id="demo") as tracker:
-    ...     jt.log({"loss": 1.0}, step=0)
-    >>> type(tracker).__name__
-    'CompositeTracker'
+    Examples:
+        >>> import jaxtrack as jt
+        >>> with jt.init_tracker([{"type": "noop"}, "type: noop"], run_id="demo") as tracker:
+        ...     jt.log({"loss": 1.0}, step=0)
+        >>> type(tracker).__name__
+        'CompositeTracker'
     """
     from jaxtrack.trackers.base import CompositeTracker
 

@@ -1,13 +1,14 @@
 """What a metric value can be, and how backends turn one into something they write.
 
 Every backend accepts the same values: Python numbers and bools, NumPy and JAX
-scalars and arrays, strings, :class:`Histogram`, :class:`Image`, and nested
+scalars and arrays, strings, [`Histogram`][jaxtrack.values.Histogram], [`Image`][jaxtrack.values.Image], and nested
 dicts of those (flattened to ``"a/b"`` keys). An array with one or more
-dimensions is logged as a histogram of its elements; a 0-d array is a scalar.
+dimensions is logged as a histogram of its elements (``DEFAULT_NUM_BINS``
+buckets, 64, unless the backend is told otherwise); a 0-d array is a scalar.
 
-Backends call :func:`flatten`, then :func:`to_host` once per report (a single
+Backends call [`flatten`][jaxtrack.values.flatten], then [`to_host`][jaxtrack.values.to_host] once per report (a single
 batched device-to-host transfer, made on the thread that writes), then
-:func:`normalize` per value.
+[`normalize`][jaxtrack.values.normalize] per value.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ class Histogram:
     ``bucket_limits`` holds the ``n + 1`` bucket edges and ``bucket_counts`` the
     ``n`` counts; ``min``, ``max``, ``num``, ``sum`` and ``sum_squares`` describe
     the samples, so the mean and standard deviation survive any re-bucketing.
-    Log a raw array to get one computed for you, or build one yourself:
+    Log a raw array to get one computed for you, or build one yourself.
 
-    >>> import numpy as np
-    >>> h = Histogram.from_array(np.array([0.0, 1.0, 1.0, 3.0]), num_bins=3)
-    >>> h.bucket_counts.tolist(), float(h.mean)
-    ([1, 2, 1], 1.25)
+    Examples:
+        >>> import numpy as np
+        >>> h = Histogram.from_array(np.array([0.0, 1.0, 1.0, 3.0]), num_bins=3)
+        >>> h.bucket_counts.tolist(), float(h.mean)
+        ([1, 2, 1], 1.25)
     """
 
     bucket_limits: Any
@@ -58,8 +60,9 @@ class Histogram:
         Non-finite elements (NaN, +-Inf) are left out of the buckets and of the
         moments, so one NaN does not turn a whole distribution into NaN.
 
-        >>> Histogram.from_array([1.0, 2.0, float("nan")], num_bins=2).num
-        2
+        Examples:
+            >>> Histogram.from_array([1.0, 2.0, float("nan")], num_bins=2).num
+            2
         """
         if num_bins < 1:
             raise ValueError(f"num_bins must be at least 1, got {num_bins}")
@@ -127,9 +130,12 @@ class Image:
     floating-point values are read as intensities in ``[0, 1]``. The shape is
     checked at once; the pixels are read only when a backend writes them.
 
-    >>> import numpy as np
-    >>> Image(np.zeros((8, 8, 3), np.uint8), caption="blank").num_images
-    1
+    Examples:
+        >>> import numpy as np
+        >>> Image(np.zeros((8, 8, 3), np.uint8), caption="blank").num_images
+        1
+        >>> Image(np.full((2, 2), 0.5)).to_uint8().shape  # floats in [0, 1], HW -> NHWC
+        (1, 2, 2, 1)
     """
 
     pixels: Any
@@ -165,8 +171,12 @@ class Image:
 def flatten(tree: Mapping[str, Any], *, sep: str = "/") -> dict[str, Any]:
     """Flattens nested mappings into one level, joining keys with ``sep``.
 
-    >>> flatten({"train": {"loss": 1.0, "acc": 0.5}, "lr": 0.1})
-    {'train/loss': 1.0, 'train/acc': 0.5, 'lr': 0.1}
+    A name given twice (once nested, once flat) is a ``ValueError``; a key
+    that is not a string (or an int) is a ``TypeError``.
+
+    Examples:
+        >>> flatten({"train": {"loss": 1.0, "acc": 0.5}, "lr": 0.1})
+        {'train/loss': 1.0, 'train/acc': 0.5, 'lr': 0.1}
     """
     if not isinstance(tree, Mapping):
         raise TypeError(f"metrics must be a mapping of names to values, got {type(tree).__name__}")
@@ -204,6 +214,12 @@ def to_host(flat: Mapping[str, Any]) -> dict[str, Any]:
 
     Call it where the backend writes, never on the training thread: it waits for
     the device to produce the values.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> host = to_host({"loss": jnp.float32(0.5), "lr": 0.1})
+        >>> {key: type(value).__name__ for key, value in host.items()}
+        {'loss': 'ndarray', 'lr': 'float'}
     """
     if not any(_holds_jax_array(v) for v in flat.values()):
         return dict(flat)
@@ -235,13 +251,14 @@ def to_plain(value: Any) -> Any:
     For configurations and hyperparameters: dataclasses and mappings become
     dicts, tuples and sets lists, NumPy values Python ones, enums their name,
     paths their text, anything else its ``repr``. JAX arrays must be fetched
-    first (:func:`to_host`).
+    first ([`to_host`][jaxtrack.values.to_host]).
 
-    >>> import enum, numpy as np
-    >>> class Mode(enum.Enum):
-    ...     FAST = 1
-    >>> to_plain({"layers": (64, 64), "lr": np.float32(0.5), "mode": Mode.FAST})
-    {'layers': [64, 64], 'lr': 0.5, 'mode': 'FAST'}
+    Examples:
+        >>> import enum, numpy as np
+        >>> class Mode(enum.Enum):
+        ...     FAST = 1
+        >>> to_plain({"layers": (64, 64), "lr": np.float32(0.5), "mode": Mode.FAST})
+        {'layers': [64, 64], 'lr': 0.5, 'mode': 'FAST'}
     """
     if isinstance(value, Mapping):
         return {str(k): to_plain(v) for k, v in value.items()}
@@ -268,12 +285,14 @@ def check_value(key: str, value: Any) -> None:
     """Raises ``TypeError`` naming ``key`` if no backend can record ``value``.
 
     Looks only at types and dtypes, never at the data, so it is safe on the
-    training thread.
+    training thread. (An integer beyond float64's range is a ``ValueError``.)
 
-    >>> check_value("loss", object())
-    Traceback (most recent call last):
-    ...
-    TypeError: metric 'loss': cannot log a value of type object; use a number, an array, a string, jaxtrack.Histogram or jaxtrack.Image
+    Examples:
+        >>> check_value("loss", 0.5)
+        >>> check_value("loss", object())
+        Traceback (most recent call last):
+        ...
+        TypeError: metric 'loss': cannot log a value of type object; use a number, an array, a string, jaxtrack.Histogram or jaxtrack.Image
     """
     if type(value) in _HOST_FLOATS:
         return
@@ -330,7 +349,12 @@ def _check_text(key: str, text: str) -> None:
 
 
 def check_values(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """:func:`check_value` on every value of a (nested) metrics mapping; returns it flattened."""
+    """[`check_value`][jaxtrack.values.check_value] on every value of a (nested) metrics mapping; returns it flattened.
+
+    Examples:
+        >>> check_values({"train": {"loss": 0.5, "note": "warm-up"}})
+        {'train/loss': 0.5, 'train/note': 'warm-up'}
+    """
     flat = flatten(metrics)
     for key, value in flat.items():
         check_value(key, value)
@@ -338,13 +362,18 @@ def check_values(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def normalize(key: str, value: Any, *, num_bins: int = DEFAULT_NUM_BINS) -> HostValue:
-    """Turns one host value into a scalar, a string, a :class:`Histogram`, an :class:`Image` or ``None``.
+    """Turns one host value into a scalar, a string, a [`Histogram`][jaxtrack.values.Histogram], an [`Image`][jaxtrack.values.Image] or ``None``.
 
     Raises ``TypeError`` naming ``key`` for a value no backend can record.
+    An array with one or more dimensions becomes a histogram of
+    ``num_bins`` buckets.
 
-    >>> import numpy as np
-    >>> normalize("loss", np.float32(0.5)), normalize("note", "ok")
-    (0.5, 'ok')
+    Examples:
+        >>> import numpy as np
+        >>> normalize("loss", np.float32(0.5)), normalize("note", "ok")
+        (0.5, 'ok')
+        >>> normalize("weights", np.arange(10.0), num_bins=5).bucket_counts.tolist()
+        [2, 2, 2, 2, 2]
     """
     if type(value) in _HOST_FLOATS:
         return float(value)
@@ -362,3 +391,16 @@ def normalize(key: str, value: Any, *, num_bins: int = DEFAULT_NUM_BINS) -> Host
         item = array.item()
         return item if isinstance(item, (bool, int)) else float(item)
     return Histogram.from_array(array, num_bins=num_bins)
+
+
+__all__ = [
+    "DEFAULT_NUM_BINS",
+    "Histogram",
+    "Image",
+    "check_value",
+    "check_values",
+    "flatten",
+    "normalize",
+    "to_host",
+    "to_plain",
+]

@@ -2,7 +2,7 @@
 
 They drop into a plain ``for hook in hooks: hook(step)`` loop; schedules take
 CLU's ``every_steps``, ``every_secs`` and ``on_steps``, and a skipped step is
-no error. A callback ends training by raising :class:`StopTraining`.
+no error. A callback ends training by raising [`StopTraining`][jaxtrack.callbacks.StopTraining].
 """
 
 from jaxtrack.callbacks.base import Callback, CallbackList, LambdaCallback, PeriodicCallback, StopTraining

@@ -12,7 +12,25 @@ from jaxtrack.callbacks.schedule import Schedule
 class StopTraining(Exception):
     """Raised by a callback to end training cleanly (NaN seen, no more improvement, ...).
 
-    In your own loop, catch it, then finish as usual; ``reason`` says why.
+    In your own loop, catch it, then finish as usual; ``reason`` says why and
+    ``step`` is where (if the callback said). [`jaxtrack.train`][jaxtrack.train] catches it and
+    ends the run normally.
+
+    Examples:
+        >>> import itertools, jaxtrack as jt
+        >>> from jaxtrack.callbacks import StopTraining
+        >>> def stop_at_3(step, **context):
+        ...     if step == 3:
+        ...         raise StopTraining("enough", step=step)
+        >>> try:
+        ...     for step in range(1, 10):
+        ...         stop_at_3(step)
+        ... except StopTraining as stop:
+        ...     print(stop.reason, stop.step)
+        enough 3
+        >>> with jt.current_tracker(jt.NoopTracker()):
+        ...     jt.train(lambda state, batch: state + batch, 0, itertools.repeat(1), 10, callbacks=[stop_at_3])
+        3
     """
 
     def __init__(self, reason: str, *, step: int | None = None) -> None:
@@ -24,21 +42,24 @@ class StopTraining(Exception):
 class Callback:
     """Something to do as training runs: at its beginning, at each step, at its end.
 
-    Calling a callback is ``on_step``, so it drops into a plain loop::
+    Calling a callback is ``on_step``, so it drops into a plain loop:
 
-        for step in range(num_steps):
-            state = train_step(state, batch)
-            for hook in hooks:
-                hook(step)
+    ```python
+    for step in range(num_steps):
+        state = train_step(state, batch)
+        for hook in hooks:
+            hook(step)
+    ```
 
     Override any of the three methods; all receive the step and whatever
     context the loop passes by keyword (``state=...``, say).
 
-    >>> class Printer(Callback):
-    ...     def on_step(self, step, **context):
-    ...         print("step", step)
-    >>> Printer()(3)
-    step 3
+    Examples:
+        >>> class Printer(Callback):
+        ...     def on_step(self, step, **context):
+        ...         print("step", step)
+        >>> Printer()(3)
+        step 3
     """
 
     def on_begin(self, step: int, **context: Any) -> None:
@@ -57,14 +78,17 @@ class Callback:
 class PeriodicCallback(Callback):
     """Runs ``fn(step, **context)`` when its schedule is due (CLU's ``every_steps``, ``every_secs``, ``on_steps``).
 
-    >>> seen = []
-    >>> every_2 = PeriodicCallback(lambda step, **_: seen.append(step), every_steps=2)
-    >>> for step in range(1, 6):
-    ...     every_2(step)
-    >>> seen
-    [2, 4]
+    Subclasses override [`run`][jaxtrack.callbacks.PeriodicCallback.run] instead of passing ``fn``.
+    The schedule is a [`Schedule`][jaxtrack.callbacks.Schedule]; ``on_begin`` counts the due
+    points before the first step as done, so a resumed run does not fire at once.
 
-    Subclasses override :meth:`run` instead of passing ``fn``.
+    Examples:
+        >>> seen = []
+        >>> every_2 = PeriodicCallback(lambda step, **_: seen.append(step), every_steps=2)
+        >>> for step in range(1, 6):
+        ...     every_2(step)
+        >>> seen
+        [2, 4]
     """
 
     def __init__(
@@ -103,8 +127,9 @@ class PeriodicCallback(Callback):
 class LambdaCallback(Callback):
     """A callback made of functions: ``LambdaCallback(on_step=..., on_begin=..., on_end=...)``.
 
-    >>> LambdaCallback(on_step=lambda step, **_: print("at", step))(7)
-    at 7
+    Examples:
+        >>> LambdaCallback(on_step=lambda step, **_: print("at", step))(7)
+        at 7
     """
 
     def __init__(
@@ -133,18 +158,20 @@ class CallbackList(Callback):
     """Several callbacks called in order; plain functions ``fn(step, **context)`` are accepted too.
 
     An exception from one of them carries a note naming it (and the step),
-    and keeps its type, so a :class:`StopTraining` still stops the loop.
+    and keeps its type, so a [`StopTraining`][jaxtrack.callbacks.StopTraining] still stops the loop.
 
-    >>> hooks = CallbackList([lambda step, **_: print("a", step), LambdaCallback(on_step=lambda s, **_: print("b", s))])
-    >>> hooks(1)
-    a 1
-    b 1
+    Examples:
+        >>> hooks = CallbackList([lambda step, **_: print("a", step), LambdaCallback(on_step=lambda s, **_: print("b", s))])
+        >>> hooks(1)
+        a 1
+        b 1
     """
 
     def __init__(self, callbacks: Sequence[Callback | Callable[..., Any]] = ()) -> None:
         self.callbacks: list[Callback] = [_as_callback(cb) for cb in callbacks]
 
     def append(self, callback: Callback | Callable[..., Any]) -> None:
+        """Adds ``callback`` (a [`Callback`][jaxtrack.callbacks.Callback] or a function ``fn(step, **context)``) at the end."""
         self.callbacks.append(_as_callback(callback))
 
     def on_begin(self, step: int, **context: Any) -> None:
@@ -188,3 +215,12 @@ class _FunctionCallback(Callback):
 
     def __repr__(self) -> str:
         return getattr(self.fn, "__qualname__", repr(self.fn))
+
+
+__all__ = [
+    "Callback",
+    "CallbackList",
+    "LambdaCallback",
+    "PeriodicCallback",
+    "StopTraining",
+]

@@ -5,6 +5,8 @@ step counters, ...) written to ``directory/<step>`` so a run can stop and
 later resume where it was. Saving is asynchronous: Orbax copies the arrays
 off the device, then writes them in a background thread while training goes
 on. ``on_end`` waits for the writes still pending, so none is lost.
+
+Needs ``pip install 'jaxtrack[checkpoint]'`` (Orbax).
 """
 
 from __future__ import annotations
@@ -35,27 +37,28 @@ class Checkpoint(PeriodicCallback):
     overwrite them. ``on_end`` saves the final state too (unless that step is
     saved already) and waits until every write is complete.
 
-    >>> import tempfile, jax.numpy as jnp
-    >>> from jaxtrack.callbacks.checkpoint import Checkpoint
-    >>> directory = tempfile.mkdtemp()
-    >>> checkpoint = Checkpoint(directory, every_steps=2, keep=2)
-    >>> state = {"w": jnp.zeros(3), "count": jnp.int32(0)}
-    >>> for step in range(1, 6):
-    ...     state = {"w": state["w"] + 1, "count": state["count"] + 1}
-    ...     checkpoint(step, state=state)
-    >>> checkpoint.on_end(5, state=state)  # saves step 5, waits for the writes
-    >>> checkpoint.all_steps()  # step 2 was pruned: keep=2
-    [4, 5]
+    Examples:
+        >>> import tempfile, jax.numpy as jnp
+        >>> from jaxtrack.callbacks.checkpoint import Checkpoint
+        >>> directory = tempfile.mkdtemp()
+        >>> checkpoint = Checkpoint(directory, every_steps=2, keep=2)
+        >>> state = {"w": jnp.zeros(3), "count": jnp.int32(0)}
+        >>> for step in range(1, 6):
+        ...     state = {"w": state["w"] + 1, "count": state["count"] + 1}
+        ...     checkpoint(step, state=state)
+        >>> checkpoint.on_end(5, state=state)  # saves step 5, waits for the writes
+        >>> checkpoint.all_steps()  # step 2 was pruned: keep=2
+        [4, 5]
 
-    A restarted run resumes from the latest checkpoint, restored into the
-    structure (and shardings) of a template state; the schedule then goes on
-    from that step (the next save is at 6, not at once):
+        A restarted run resumes from the latest checkpoint, restored into the
+        structure (and shardings) of a template state; the schedule then goes on
+        from that step (the next save is at 6, not at once):
 
-    >>> resumed = Checkpoint(directory, every_steps=2)
-    >>> state, step = resumed.restore({"w": jnp.zeros(3), "count": jnp.int32(0)})
-    >>> step, state["w"].tolist(), int(state["count"])
-    (5, [5.0, 5.0, 5.0], 5)
-    >>> resumed.close()
+        >>> resumed = Checkpoint(directory, every_steps=2)
+        >>> state, step = resumed.restore({"w": jnp.zeros(3), "count": jnp.int32(0)})
+        >>> step, state["w"].tolist(), int(state["count"])
+        (5, [5.0, 5.0, 5.0], 5)
+        >>> resumed.close()
     """
 
     def __init__(
@@ -186,3 +189,8 @@ def _checked_directory(directory: str | os.PathLike[str]) -> str:
     if os.path.exists(path) and not os.path.isdir(path):
         raise NotADirectoryError(f"Checkpoint directory {path!r} exists and is not a directory")
     return path
+
+
+__all__ = [
+    "Checkpoint",
+]

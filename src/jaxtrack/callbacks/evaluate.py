@@ -5,7 +5,7 @@ returns a dict of metrics (JAX arrays welcome: it may be a jitted function),
 and queues them, prefixed, for the background reporter. The reporter fetches
 the arrays off the training thread, so the loop goes on dispatching steps
 while the evaluation runs on the device. Guards such as
-:class:`jaxtrack.callbacks.EarlyStopping` see the values once delivered.
+[`EarlyStopping`][jaxtrack.callbacks.EarlyStopping] see the values once delivered.
 """
 
 from __future__ import annotations
@@ -28,19 +28,20 @@ class Evaluate(PeriodicCallback):
     last step just was. The context is what the loop passes to its hooks
     (``params=...``, ``state=...``).
 
-    >>> import jax, jax.numpy as jnp, jaxtrack as jt
-    >>> from jaxtrack.callbacks.evaluate import Evaluate
-    >>> x_eval = jnp.arange(4.0)
-    >>> @jax.jit
-    ... def eval_loss(w):
-    ...     return jnp.mean((w * x_eval - 2 * x_eval) ** 2)
-    >>> evaluate = Evaluate(lambda step, w, **_: {"loss": eval_loss(w)}, every_steps=2)
-    >>> with jt.current_tracker(jt.NoopTracker()):
-    ...     for step in range(1, 4):
-    ...         evaluate(step, w=jnp.float32(step))
-    ...     evaluate.on_end(3, w=jnp.float32(3))
-    >>> evaluate.evaluated_steps
-    [2, 3]
+    Examples:
+        >>> import jax, jax.numpy as jnp, jaxtrack as jt
+        >>> from jaxtrack.callbacks.evaluate import Evaluate
+        >>> x_eval = jnp.arange(4.0)
+        >>> @jax.jit
+        ... def eval_loss(w):
+        ...     return jnp.mean((w * x_eval - 2 * x_eval) ** 2)
+        >>> evaluate = Evaluate(lambda step, w, **_: {"loss": eval_loss(w)}, every_steps=2)
+        >>> with jt.current_tracker(jt.NoopTracker()):
+        ...     for step in range(1, 4):
+        ...         evaluate(step, w=jnp.float32(step))
+        ...     evaluate.on_end(3, w=jnp.float32(3))
+        >>> evaluate.evaluated_steps
+        [2, 3]
     """
 
     def __init__(
@@ -87,3 +88,8 @@ class Evaluate(PeriodicCallback):
             check_step(step)
             reporter.call_soon(self.tracker, "log", prefixed, step=step)
         self.evaluated_steps.append(step)
+
+
+__all__ = [
+    "Evaluate",
+]

@@ -1,7 +1,7 @@
 """Guards that stop training from reported values: ``TerminateOnNaN`` and ``EarlyStopping``.
 
 They read what the background reporter already fetched for the trackers
-(:class:`jaxtrack.reporter.ReportedValues`), so they cost no device sync and
+(``jaxtrack.reporter.ReportedValues``), so they cost no device sync and
 need no wiring: put them in the same hooks list as ``ReportMetrics``. A value
 is seen once the reporter has delivered it, so a NaN may be noticed a few
 steps after it was reported; ``on_end`` waits for the reporter and looks once
@@ -10,7 +10,7 @@ more, so it is never missed.
 In a multi-process (``jax.distributed``) run every host must stop at the same
 step, or the others would wait in a collective forever; but each host's
 reporter delivers at its own pace. So process 0 decides, and its decision is
-shared with every host every :data:`MULTIHOST_CHECK_EVERY` steps (a small
+shared with every host every ``MULTIHOST_CHECK_EVERY`` (10) steps (a small
 collective on the training thread, where all hosts make it at the same step).
 """
 
@@ -62,12 +62,26 @@ class _ReportedValuesReader(Callback):
 
 
 class TerminateOnNaN(_ReportedValuesReader):
-    """Stops training (raises :class:`StopTraining`) once a reported metric is NaN or infinite.
+    """Stops training (raises [`StopTraining`][jaxtrack.callbacks.StopTraining]) once a reported metric is NaN or infinite.
 
     ``keys`` limits the check to those metrics (default: every numeric one).
+    The run's summary records why it stopped (``stopped_early``,
+    ``stopped_at_step``); a non-finite value seen only as training ends is
+    logged as a warning and recorded in the summary (``nonfinite_metric``).
 
-    >>> from jaxtrack.callbacks import TerminateOnNaN
-    >>> guard = TerminateOnNaN(keys=["train/loss"])
+    Examples:
+        >>> import jaxtrack as jt
+        >>> from jaxtrack.callbacks import StopTraining, TerminateOnNaN
+        >>> guard = TerminateOnNaN(keys=["train/loss"])
+        >>> with jt.current_tracker(jt.NoopTracker()):
+        ...     try:
+        ...         for step, loss in enumerate([0.5, 0.25, float("nan"), 0.125], start=1):
+        ...             jt.log({"train/loss": loss}, step=step)
+        ...             _ = jt.flush()  # only to make the example exact: the guard sees values once delivered
+        ...             guard(step)
+        ...     except StopTraining as stop:
+        ...         print(stop.reason)
+        train/loss is nan at step 3
     """
 
     def __init__(self, *, keys: Iterable[str] | None = None) -> None:
@@ -95,10 +109,23 @@ class EarlyStopping(_ReportedValuesReader):
 
     ``mode`` is ``"min"`` (a loss) or ``"max"`` (an accuracy); a report
     improves on the best so far only by more than ``min_delta``. The best
-    value and its step are in :attr:`best` and :attr:`best_step`.
+    value and its step are in ``best`` and ``best_step``.
 
-    >>> from jaxtrack.callbacks import EarlyStopping
-    >>> stopper = EarlyStopping("eval/loss", mode="min", patience=3)
+    Examples:
+        >>> import jaxtrack as jt
+        >>> from jaxtrack.callbacks import EarlyStopping, StopTraining
+        >>> stopper = EarlyStopping("eval/loss", mode="min", patience=2)
+        >>> with jt.current_tracker(jt.NoopTracker()):
+        ...     try:
+        ...         for step, loss in enumerate([1.0, 0.5, 0.6, 0.7, 0.8], start=1):
+        ...             jt.log({"eval/loss": loss}, step=step)
+        ...             _ = jt.flush()  # only to make the example exact: the guard sees values once delivered
+        ...             stopper(step)
+        ...     except StopTraining as stop:
+        ...         print(stop.reason)
+        eval/loss did not improve on 0.5 (step 2) for 2 reports
+        >>> stopper.best, stopper.best_step
+        (0.5, 2)
     """
 
     def __init__(
@@ -165,3 +192,10 @@ def _describe(value: Any) -> str:
     if isinstance(value, NonFinite):
         return f"an array with {value.count} non-finite element(s)"
     return str(value)
+
+
+__all__ = [
+    "MULTIHOST_CHECK_EVERY",
+    "EarlyStopping",
+    "TerminateOnNaN",
+]

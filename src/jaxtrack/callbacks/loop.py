@@ -19,22 +19,24 @@ class Loop:
     Callbacks get the step and ``state=`` by keyword. A callback with a
     ``restore(state) -> (state, step)`` method (``Checkpoint``) is asked for
     the latest saved state first, and the loop resumes after that step.
-    :class:`StopTraining` ends the loop cleanly; any other exception or
+    [`StopTraining`][jaxtrack.callbacks.StopTraining] ends the loop cleanly; any other exception or
     Ctrl-C still ends the callbacks, marks the run ``failed`` (``killed`` for
     Ctrl-C) in its summary and status, and finishes the current tracker
     before it propagates. With no tracker set, the run is recorded by the
-    default one (:func:`jaxtrack.init_tracker` with no config: the local run
+    default one ([`jaxtrack.init_tracker`][jaxtrack.init_tracker] with no config: the local run
     store), which the loop finishes at the end.
 
-    >>> import itertools, jaxtrack as jt
-    >>> loop = jt.callbacks.Loop(lambda state, batch: state + batch, num_steps=4)
-    >>> @loop.add_callback(every_steps=2)
-    ... def show(step, state):
-    ...     print(step, state)
-    >>> loop.run(0, itertools.repeat(1))
-    2 2
-    4 4
-    4
+    Examples:
+        >>> import itertools, jaxtrack as jt
+        >>> loop = jt.callbacks.Loop(lambda state, batch: state + batch, num_steps=4)
+        >>> @loop.add_callback(every_steps=2)
+        ... def show(step, state):
+        ...     print(step, state)
+        >>> with jt.current_tracker(jt.NoopTracker()):
+        ...     loop.run(0, itertools.repeat(1))
+        2 2
+        4 4
+        4
     """
 
     def __init__(
@@ -79,7 +81,7 @@ class Loop:
         return add if callback is None else add(callback)
 
     def run(self, state: Any, batches: Iterable[Any]) -> Any:
-        """Trains from ``state`` on ``batches``; returns the final state."""
+        """Trains from ``state`` on ``batches`` (one batch per step, until ``num_steps`` or they run out); returns the final state."""
         owned = self._default_tracker()
         state, start = self._restore(state)
         completed = start - 1  # the last step whose new state exists
@@ -156,12 +158,14 @@ def train(
 ) -> Any:
     """Runs ``state = step_fn(state, batch)`` for steps 1..``num_steps``, with callbacks; returns the state.
 
-    See :class:`Loop` (which this builds and runs) for restoring from a
+    See [`Loop`][jaxtrack.callbacks.Loop] (which this builds and runs) for restoring from a
     checkpoint and how stopping and failures end the run.
 
-    >>> import itertools, jaxtrack as jt
-    >>> jt.train(lambda state, batch: state + batch, 0, itertools.repeat(2), 5)
-    10
+    Examples:
+        >>> import itertools, jaxtrack as jt
+        >>> with jt.current_tracker(jt.NoopTracker()):
+        ...     jt.train(lambda state, batch: state + batch, 0, itertools.repeat(2), 5)
+        10
     """
     return Loop(step_fn, num_steps=num_steps, callbacks=callbacks).run(state, batches)
 

@@ -26,18 +26,19 @@ class Profile(Callback):
     ``logdir/plugins/profile/<run>/``, where TensorBoard's profile plugin
     reads it: use the TensorBoard log directory of the run as ``logdir``.
 
-    >>> import tempfile, jax, jax.numpy as jnp
-    >>> from jaxtrack.callbacks.profile import Profile
-    >>> logdir = tempfile.mkdtemp()
-    >>> profile = Profile(logdir, first_step=2, num_steps=2)
-    >>> double = jax.jit(lambda x: 2 * x)
-    >>> x = jnp.ones(4)
-    >>> for step in range(1, 6):
-    ...     x = double(x)
-    ...     profile(step, state=x)
-    >>> profile.traced_steps
-    (3, 4)
-    >>> profile.on_end(5)
+    Examples:
+        >>> import tempfile, jax, jax.numpy as jnp
+        >>> from jaxtrack.callbacks.profile import Profile
+        >>> logdir = tempfile.mkdtemp()
+        >>> profile = Profile(logdir, first_step=2, num_steps=2)
+        >>> double = jax.jit(lambda x: 2 * x)
+        >>> x = jnp.ones(4)
+        >>> for step in range(1, 6):
+        ...     x = double(x)
+        ...     profile(step, state=x)
+        >>> profile.traced_steps
+        (3, 4)
+        >>> profile.on_end(5)
     """
 
     def __init__(self, logdir: str | os.PathLike[str], *, first_step: int, num_steps: int = 5) -> None:
@@ -93,3 +94,8 @@ class Profile(Callback):
 
     def __repr__(self) -> str:
         return f"Profile({self.logdir!r}, first_step={self.first_step}, num_steps={self.num_steps})"
+
+
+__all__ = [
+    "Profile",
+]

@@ -15,11 +15,12 @@ class Schedule:
     of them is. Unlike CLU, a step that is never seen is no error: the action
     fires at the first step at or past the point it was due, once.
 
-    >>> schedule = Schedule(every_steps=10, on_steps=[3])
-    >>> [step for step in (1, 3, 4, 9, 12, 15, 20, 21) if schedule.due(step)]
-    [3, 12, 20]
-
     ``clock`` (seconds, monotonic) can be replaced, e.g. in tests.
+
+    Examples:
+        >>> schedule = Schedule(every_steps=10, on_steps=[3])
+        >>> [step for step in (1, 3, 4, 9, 12, 15, 20, 21) if schedule.due(step)]
+        [3, 12, 20]
     """
 
     def __init__(
@@ -51,10 +52,11 @@ class Schedule:
     def skip_before(self, step: int) -> None:
         """Counts every due point before ``step`` as done: the run starts (or resumes) at ``step``.
 
-        >>> schedule = Schedule(every_steps=5)
-        >>> schedule.skip_before(6)  # resumed after step 5: not late for step 5
-        >>> [step for step in range(6, 12) if schedule.due(step)]
-        [10]
+        Examples:
+            >>> schedule = Schedule(every_steps=5)
+            >>> schedule.skip_before(6)  # resumed after step 5: not late for step 5
+            >>> [step for step in range(6, 12) if schedule.due(step)]
+            [10]
         """
         if self.every_steps is not None:
             self._next_step = -(-step // self.every_steps) * self.every_steps  # the first multiple >= step
@@ -91,3 +93,8 @@ class Schedule:
             if value
         ]
         return f"Schedule({', '.join(parts)})"
+
+
+__all__ = [
+    "Schedule",
+]

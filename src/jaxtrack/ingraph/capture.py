@@ -1,10 +1,10 @@
 """``jit_log`` and the capture frames it logs into.
 
-A capture frame is open while a :func:`jaxtrack.jit` function is traced (or
-inside a :func:`capture` block). ``jit_log`` folds its values into the frame's
+A capture frame is open while a [`jaxtrack.jit`][jaxtrack.jit] function is traced (or
+inside a [`capture`][jaxtrack.capture] block). ``jit_log`` folds its values into the frame's
 reduction states, which the compiled step carries from one call to the
 next. With no frame, ``jit_log`` on traced values falls back to a host
-callback, and on concrete values it is :func:`jaxtrack.log`.
+callback, and on concrete values it is [`jaxtrack.log`][jaxtrack.log].
 """
 
 from __future__ import annotations
@@ -66,7 +66,28 @@ class Entry:
 
 
 class NestedTransformError(RuntimeError):
-    """``jit_log`` was called inside a transformation nested in the traced step (scan, grad, vmap...)."""
+    """``jit_log`` was called inside a transformation nested in the traced step (scan, grad, vmap...).
+
+    The values of a nested transformation cannot leave it into the step's
+    accumulator. The message says what to do instead: use
+    [`jaxtrack.scan`][jaxtrack.scan] / [`jaxtrack.fori_loop`][jaxtrack.fori_loop] for loop bodies; for a
+    differentiated function, return the values as aux (``has_aux=True``) and
+    ``jit_log`` them after the grad.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, jaxtrack as jt
+        >>> @jt.jit
+        ... def step(x):
+        ...     def body(total, xi):
+        ...         jt.jit_log({"xi": xi})  # in a bare lax.scan body
+        ...         return total + xi, None
+        ...     return jax.lax.scan(body, 0.0, x)[0]
+        >>> try:
+        ...     step(jnp.ones(3))
+        ... except jt.NestedTransformError:
+        ...     print("use jt.scan for the loop")
+        use jt.scan for the loop
+    """
 
 
 class Frame:
@@ -122,7 +143,18 @@ def open_frame() -> Iterator[Frame]:
 
 
 class Captured:
-    """What :func:`capture` collected: ``metrics`` (reduced values) and ``reductions``."""
+    """What [`capture`][jaxtrack.capture] collected: ``metrics`` (reduced values) and ``reductions``, by name.
+
+    Both are filled in when the ``capture`` block ends.
+
+    Examples:
+        >>> import jax.numpy as jnp, jaxtrack as jt
+        >>> with jt.capture() as captured:
+        ...     jt.jit_log({"loss": jnp.float32(0.5)})
+        ...     jt.jit_log({"loss": jnp.float32(1.5)})
+        >>> float(captured.metrics["loss"]), captured.reductions["loss"]
+        (1.0, Mean())
+    """
 
     def __init__(self, frame: Frame) -> None:
         self._frame = frame
@@ -138,20 +170,21 @@ class Captured:
 def capture() -> Iterator[Captured]:
     """Collects the ``jit_log`` calls of a block, for a function that returns its metrics itself.
 
-    The low-level form of :func:`jaxtrack.jit` (and of Levanter's deferred
+    The low-level form of [`jaxtrack.jit`][jaxtrack.jit] (and of Levanter's deferred
     metrics dict): inside your own ``jax.jit`` function, the values logged in
     the block are available as ``captured.metrics`` once it ends, one value
     per name (several logs of a name are combined by its reduction).
 
-    >>> import jax, jax.numpy as jnp, jaxtrack as jt
-    >>> @jax.jit
-    ... def step(x):
-    ...     with jt.capture() as captured:
-    ...         jt.jit_log({"loss": x.mean(), "peak": x.max()})
-    ...     return x * 2, captured.metrics
-    >>> _, metrics = step(jnp.arange(4.0))
-    >>> {k: float(v) for k, v in metrics.items()}
-    {'loss': 1.5, 'peak': 3.0}
+    Examples:
+        >>> import jax, jax.numpy as jnp, jaxtrack as jt
+        >>> @jax.jit
+        ... def step(x):
+        ...     with jt.capture() as captured:
+        ...         jt.jit_log({"loss": x.mean(), "peak": x.max()})
+        ...     return x * 2, captured.metrics
+        >>> _, metrics = step(jnp.arange(4.0))
+        >>> {k: float(v) for k, v in metrics.items()}
+        {'loss': 1.5, 'peak': 3.0}
     """
     with open_frame() as frame:
         captured = Captured(frame)
@@ -162,32 +195,33 @@ def capture() -> Iterator[Captured]:
 def jit_log(metrics: Mapping[str, Any], *, step: Any = None, reduce: str | Reduction = "mean") -> None:
     """Logs metrics from inside a jitted function, at no cost to the training loop.
 
-    Inside a :func:`jaxtrack.jit` function (or a :func:`capture` block), the
+    Inside a [`jaxtrack.jit`][jaxtrack.jit] function (or a [`capture`][jaxtrack.capture] block), the
     values are folded into an accumulator on the device with ``reduce``
     (``"mean"``, ``"sum"``, ``"min"``, ``"max"``, ``"last"``, ``"stats"``,
-    ``"histogram"`` or a :class:`~jaxtrack.ingraph.Reduction`) and reported
+    ``"histogram"`` or a [`Reduction`][jaxtrack.ingraph.Reduction]) and reported
     at the step of the next report; ``step`` is not needed there.
 
     Inside a plain ``jax.jit`` it falls back to a host callback
     (``jax.debug.callback``) that logs every call to the current tracker at
     ``step`` (which may be traced). That is correct, sharded arrays included,
     but slow: the device waits for the host at every call. Outside jit it is
-    :func:`jaxtrack.log`.
+    [`jaxtrack.log`][jaxtrack.log].
 
     Inside a transformation nested in the step (``lax.scan``/``fori_loop``
-    bodies, ``jax.grad``, ``vmap``), it raises :class:`NestedTransformError`:
-    use :func:`jaxtrack.scan` / :func:`jaxtrack.fori_loop`, or return the
+    bodies, ``jax.grad``, ``vmap``), it raises [`NestedTransformError`][jaxtrack.NestedTransformError]:
+    use [`jaxtrack.scan`][jaxtrack.scan] / [`jaxtrack.fori_loop`][jaxtrack.fori_loop], or return the
     values (``has_aux=True``) and log them after the transformation.
 
-    >>> import jax.numpy as jnp, jaxtrack as jt
-    >>> @jt.jit
-    ... def step(x):
-    ...     jt.jit_log({"x": {"mean": x.mean(), "max": x.max()}})
-    ...     jt.jit_log({"x/peak": x.max()}, reduce="max")
-    ...     return x + 1
-    >>> x = step(step(jnp.zeros(3)))
-    >>> {k: float(v) for k, v in step.take_metrics().items()}
-    {'x/mean': 0.5, 'x/max': 0.5, 'x/peak': 1.0}
+    Examples:
+        >>> import jax.numpy as jnp, jaxtrack as jt
+        >>> @jt.jit
+        ... def step(x):
+        ...     jt.jit_log({"x": {"mean": x.mean(), "max": x.max()}})
+        ...     jt.jit_log({"x/peak": x.max()}, reduce="max")
+        ...     return x + 1
+        >>> x = step(step(jnp.zeros(3)))
+        >>> {k: float(v) for k, v in step.take_metrics().items()}
+        {'x/mean': 0.5, 'x/max': 0.5, 'x/peak': 1.0}
     """
     reduction = get_reduction(reduce)
     flat = flatten(metrics)
@@ -235,3 +269,11 @@ def _log_through_callback(flat: dict[str, Any], step: Any) -> None:
         )
 
     jax.debug.callback(on_host, step, *flat.values())
+
+
+__all__ = [
+    "Captured",
+    "NestedTransformError",
+    "capture",
+    "jit_log",
+]

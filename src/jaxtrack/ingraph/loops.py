@@ -27,23 +27,24 @@ def scan(
     reverse: bool = False,
     unroll: int | bool = 1,
 ) -> tuple[Any, Any]:
-    """``jax.lax.scan`` whose body may call :func:`jaxtrack.jit_log`.
+    """``jax.lax.scan`` whose body may call [`jaxtrack.jit_log`][jaxtrack.jit_log].
 
-    Inside a :func:`jaxtrack.jit` step, each iteration's logged values are
+    Inside a [`jaxtrack.jit`][jaxtrack.jit] step, each iteration's logged values are
     reduced as if it were a step of its own (a ``mean`` is the mean over
     iterations and calls). Elsewhere it is ``jax.lax.scan``.
 
-    >>> import jax.numpy as jnp, jaxtrack as jt
-    >>> @jt.jit
-    ... def accumulate(x):
-    ...     def body(total, xi):
-    ...         jt.jit_log({"xi": xi})
-    ...         return total + xi, None
-    ...     return jt.scan(body, 0.0, x)[0]
-    >>> float(accumulate(jnp.array([1.0, 2.0, 6.0])))
-    9.0
-    >>> float(accumulate.take_metrics()["xi"])
-    3.0
+    Examples:
+        >>> import jax.numpy as jnp, jaxtrack as jt
+        >>> @jt.jit
+        ... def accumulate(x):
+        ...     def body(total, xi):
+        ...         jt.jit_log({"xi": xi})
+        ...         return total + xi, None
+        ...     return jt.scan(body, 0.0, x)[0]
+        >>> float(accumulate(jnp.array([1.0, 2.0, 6.0])))
+        9.0
+        >>> float(accumulate.take_metrics()["xi"])
+        3.0
     """
     frame = current_frame()
     if frame is None or frame.trace != trace_state():
@@ -81,20 +82,21 @@ def scan(
 def fori_loop(
     lower: int, upper: int, body_fun: Callable[[Any, Any], Any], init_val: Any, *, unroll: int | bool = 1
 ) -> Any:
-    """``jax.lax.fori_loop`` whose body may call :func:`jaxtrack.jit_log` (runs as :func:`scan`).
+    """``jax.lax.fori_loop`` whose body may call [`jaxtrack.jit_log`][jaxtrack.jit_log] (runs as [`scan`][jaxtrack.scan]).
 
-    ``lower`` and ``upper`` must be Python ints inside a :func:`jaxtrack.jit`
+    ``lower`` and ``upper`` must be Python ints inside a [`jaxtrack.jit`][jaxtrack.jit]
     step, as for a reverse-differentiable ``fori_loop``.
 
-    >>> import jaxtrack as jt
-    >>> @jt.jit
-    ... def count(x):
-    ...     def body(i, total):
-    ...         jt.jit_log({"i": i}, reduce="max")
-    ...         return total + i
-    ...     return jt.fori_loop(0, 5, body, x)
-    >>> int(count(0)), int(count.take_metrics()["i"])
-    (10, 4)
+    Examples:
+        >>> import jaxtrack as jt
+        >>> @jt.jit
+        ... def count(x):
+        ...     def body(i, total):
+        ...         jt.jit_log({"i": i}, reduce="max")
+        ...         return total + i
+        ...     return jt.fori_loop(0, 5, body, x)
+        >>> int(count(0)), int(count.take_metrics()["i"])
+        (10, 4)
     """
     frame = current_frame()
     if frame is None or frame.trace != trace_state():
@@ -106,3 +108,9 @@ def fori_loop(
         )
     carry, _ = scan(lambda c, i: (body_fun(i, c), None), init_val, jnp.arange(lower, upper), unroll=unroll)
     return carry
+
+
+__all__ = [
+    "fori_loop",
+    "scan",
+]

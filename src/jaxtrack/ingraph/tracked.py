@@ -32,7 +32,18 @@ _UNSET: Any = object()
 
 @dataclasses.dataclass(frozen=True)
 class MetricSpec:
-    """A metric in the accumulator: its name, reduction, and the shape and dtype of its values."""
+    """A metric in the accumulator: its name, reduction, and the shape and dtype of its values.
+
+    Examples:
+        >>> import jax.numpy as jnp, jaxtrack as jt
+        >>> @jt.jit
+        ... def step(x):
+        ...     jt.jit_log({"x": x}, reduce="max")
+        ...     return x
+        >>> _ = step(jnp.zeros(3))
+        >>> step.metric_specs
+        (MetricSpec(name='x', reduction=Max(), shape=(3,), dtype=dtype('float32')),)
+    """
 
     name: str
     reduction: Reduction
@@ -40,6 +51,7 @@ class MetricSpec:
     dtype: Any
 
     def initial(self) -> State:
+        """The reduction's state before any step, for values of this metric's shape and dtype."""
         return self.reduction.init(self.shape, self.dtype)
 
 
@@ -162,8 +174,24 @@ class _NewMetrics(Exception):
 class TrackedFunction:
     """A function compiled with ``jax.jit`` whose ``jit_log`` metrics accumulate on the device.
 
-    Made by :func:`jaxtrack.jit`. Calling it is calling the jitted function:
-    same arguments, same outputs. See :meth:`take_metrics` and :meth:`report`.
+    Made by [`jaxtrack.jit`][jaxtrack.jit]. Calling it is calling the jitted function:
+    same arguments, same outputs. See [`take_metrics`][jaxtrack.ingraph.TrackedFunction.take_metrics]
+    and [`report`][jaxtrack.ingraph.TrackedFunction.report]. Called from inside another traced
+    function, it is inlined, so its ``jit_log`` calls reach the enclosing step.
+
+    Examples:
+        >>> import jax.numpy as jnp, jaxtrack as jt
+        >>> @jt.jit
+        ... def step(x):
+        ...     jt.jit_log({"x": x}, reduce="max")
+        ...     return x + 1
+        >>> isinstance(step, jt.TrackedFunction)
+        True
+        >>> x = step(step(jnp.float32(0)))
+        >>> step.steps_since_take, [spec.name for spec in step.metric_specs]
+        (2, ['x'])
+        >>> float(step.take_metrics()["x"]), step.steps_since_take
+        (1.0, 0)
     """
 
     def __init__(
@@ -229,15 +257,16 @@ class TrackedFunction:
         values (timings, say) go into the same report. Returns whether there
         was anything to report.
 
-        >>> import jax.numpy as jnp, jaxtrack as jt
-        >>> @jt.jit
-        ... def step(x):
-        ...     jt.jit_log({"x": x})
-        ...     return x + 1
-        >>> with jt.current_tracker(jt.ConsoleTracker(logger="doc.report")):
-        ...     x = step(step(jnp.float32(0)))
-        ...     step.report(2)
-        True
+        Examples:
+            >>> import jax.numpy as jnp, jaxtrack as jt
+            >>> @jt.jit
+            ... def step(x):
+            ...     jt.jit_log({"x": x})
+            ...     return x + 1
+            >>> with jt.current_tracker(jt.ConsoleTracker(logger="doc.report")):
+            ...     x = step(step(jnp.float32(0)))
+            ...     step.report(2)
+            True
         """
         taken = self._swap()
         if taken is None:
@@ -267,7 +296,7 @@ class TrackedFunction:
 
     @property
     def steps_since_take(self) -> int:
-        """Calls since the last :meth:`take_metrics` (counted on the host, no sync)."""
+        """Calls since the last [`take_metrics`][jaxtrack.ingraph.TrackedFunction.take_metrics] (counted on the host, no sync)."""
         return self._calls
 
     @property
@@ -433,23 +462,31 @@ def jit(
     Use it as ``jaxtrack.jit(f, ...)``, ``@jaxtrack.jit`` or
     ``@jaxtrack.jit(donate_argnums=0, ...)``. The result is called like
     ``jax.jit(f, ...)`` (every ``jax.jit`` option keeps its meaning) and
-    returns what ``f`` returns; its :meth:`~TrackedFunction.take_metrics`
-    and :meth:`~TrackedFunction.report` give the reduced metrics.
+    returns what ``f`` returns; its [`take_metrics`][jaxtrack.ingraph.TrackedFunction.take_metrics]
+    and [`report`][jaxtrack.ingraph.TrackedFunction.report] give the reduced metrics.
     ``transform`` compiles with another jit of the same form, e.g.
     ``flax.nnx.jit`` for steps that take NNX modules.
 
-    >>> import jax.numpy as jnp, jaxtrack as jt
-    >>> @jt.jit(donate_argnums=0)
-    ... def step(params, x):
-    ...     loss = jnp.mean((params * x) ** 2)
-    ...     jt.jit_log({"loss": loss})
-    ...     return params - 0.1 * x
-    >>> params = jnp.ones(3)
-    >>> for _ in range(4):
-    ...     params = step(params, jnp.ones(3))
-    >>> sorted(step.take_metrics())
-    ['loss']
+    Examples:
+        >>> import jax.numpy as jnp, jaxtrack as jt
+        >>> @jt.jit(donate_argnums=0)
+        ... def step(params, x):
+        ...     loss = jnp.mean((params * x) ** 2)
+        ...     jt.jit_log({"loss": loss})
+        ...     return params - 0.1 * x
+        >>> params = jnp.ones(3)
+        >>> for _ in range(4):
+        ...     params = step(params, jnp.ones(3))
+        >>> sorted(step.take_metrics())
+        ['loss']
     """
     if fun is None:
         return functools.partial(TrackedFunction, jit_kwargs=jax_jit_kwargs, transform=transform)
     return TrackedFunction(fun, jax_jit_kwargs, transform)
+
+
+__all__ = [
+    "MetricSpec",
+    "TrackedFunction",
+    "jit",
+]

@@ -1,4 +1,8 @@
-"""The tracker interface every backend implements, and the two trackers built from nothing else."""
+"""The tracker interface every backend implements, and the two trackers built from nothing else.
+
+``RUN_END_STATUSES`` are the ways a run can end: ``"finished"``, ``"failed"``
+and ``"killed"``.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 RUN_END_STATUSES = ("finished", "failed", "killed")
-"""How a run can end (:meth:`Tracker.set_status`, :func:`jaxtrack.finish`)."""
+"""How a run can end ([`Tracker.set_status`][jaxtrack.trackers.Tracker.set_status], [`jaxtrack.finish`][jaxtrack.finish])."""
 
 
 def check_run_end_status(status: str) -> str:
-    """``status`` if it is one of :data:`RUN_END_STATUSES`, else a ``ValueError`` naming it."""
+    """``status`` if it is one of ``RUN_END_STATUSES``, else a ``ValueError`` naming it."""
     if status not in RUN_END_STATUSES:
         raise ValueError(f"status must be one of {', '.join(map(repr, RUN_END_STATUSES))}, got {status!r}")
     return status
@@ -23,34 +27,37 @@ class Tracker(abc.ABC):
 
     Subclass it and implement the abstract methods to add a backend; the new
     tracker then works with every ``jaxtrack`` function and inside a
-    :class:`CompositeTracker`. Metric dicts may be nested (built-in backends
-    flatten them to ``"a/b"`` keys with :func:`jaxtrack.flatten`) and hold JAX
+    [`CompositeTracker`][jaxtrack.trackers.CompositeTracker]. Metric dicts may be nested (built-in backends
+    flatten them to ``"a/b"`` keys with [`jaxtrack.flatten`][jaxtrack.flatten]) and hold JAX
     arrays, which a backend should copy to the host only where it writes
-    (:func:`jaxtrack.values.to_host`).
-
-    >>> class PrintTracker(Tracker):
-    ...     name = "print"
-    ...     def log(self, metrics, *, step=None, commit=None):
-    ...         print(step, dict(metrics))
-    ...     def log_summary(self, metrics): print("summary", dict(metrics))
-    ...     def log_hyperparameters(self, hparams): print("hparams", dict(hparams))
-    ...     def log_artifact(self, artifact_path, *, name=None, type=None): print("artifact", name)
-    ...     def finish(self): print("done")
-    >>> PrintTracker().log({"loss": 0.5}, step=3)
-    3 {'loss': 0.5}
+    ([`jaxtrack.values.to_host`][jaxtrack.values.to_host]).
 
     A tracker is also a context manager that finishes it on exit.
+
+    Examples:
+        >>> class PrintTracker(Tracker):
+        ...     name = "print"
+        ...     def log(self, metrics, *, step=None, commit=None):
+        ...         print(step, dict(metrics))
+        ...     def log_summary(self, metrics): print("summary", dict(metrics))
+        ...     def log_hyperparameters(self, hparams): print("hparams", dict(hparams))
+        ...     def log_artifact(self, artifact_path, *, name=None, type=None): print("artifact", name)
+        ...     def finish(self): print("done")
+        >>> with PrintTracker() as tracker:
+        ...     tracker.log({"loss": 0.5}, step=3)
+        3 {'loss': 0.5}
+        done
     """
 
     name: str = "tracker"
-    """How :func:`jaxtrack.get_tracker` finds this tracker."""
+    """How [`jaxtrack.get_tracker`][jaxtrack.get_tracker] finds this tracker."""
 
     resumed_step: int | None = None
     """The last step a resumed run had stored, so ``step=None`` continues after it (``None``: a new run)."""
 
     when_full: str = "block"
     """What the reporter does when this backend falls ``max_pending`` calls behind: ``"block"`` (wait,
-    drop nothing) or ``"drop_oldest"`` (drop the oldest ``log`` call, counted); see :mod:`jaxtrack.delivery`."""
+    drop nothing) or ``"drop_oldest"`` (drop the oldest ``log`` call, counted); see ``jaxtrack.delivery``."""
 
     max_pending: int = 10_000
     """How many calls may wait for this backend (which bounds the memory a slow backend holds)."""
@@ -61,7 +68,7 @@ class Tracker(abc.ABC):
 
         ``step=None`` means the step after the last committed one (the same step
         again if the previous call passed ``commit=False``), as in ``wandb.log``;
-        :class:`StepCounter` implements that rule for a backend.
+        [`StepCounter`][jaxtrack.trackers.StepCounter] implements that rule for a backend.
         """
 
     @abc.abstractmethod
@@ -88,17 +95,17 @@ class Tracker(abc.ABC):
     def validate(self, metrics: Mapping[str, Any]) -> None:  # noqa: B027 - optional, for backends with limits
         """Raises an error naming the key if this backend cannot record ``metrics`` (flat ``"a/b"`` keys).
 
-        Called by :func:`jaxtrack.log` on the caller's thread before the
+        Called by [`jaxtrack.log`][jaxtrack.log] on the caller's thread before the
         values are queued, so a value the backend would refuse is an error at
         the call, not a report lost later. It sees the values as logged (JAX
         arrays not fetched), so it checks names and host values only.
         """
 
     def set_status(self, status: str) -> None:  # noqa: B027 - optional, for backends that record how a run ended
-        """Says how the run ends, before :meth:`finish`: ``"finished"`` (the default), ``"failed"`` or ``"killed"``.
+        """Says how the run ends, before [`finish`][jaxtrack.trackers.Tracker.finish]: ``"finished"`` (the default), ``"failed"`` or ``"killed"``.
 
         A no-op unless the backend records it (the local store's run status,
-        W&B's exit code). :func:`jaxtrack.finish` passes its ``status=`` here.
+        W&B's exit code). [`jaxtrack.finish`][jaxtrack.finish] passes its ``status=`` here.
         """
 
     def __enter__(self) -> Tracker:
@@ -119,11 +126,12 @@ class StepCounter:
     An explicit step is used as is; ``step=None`` takes the step after the last
     one logged, or the same step again if that call passed ``commit=False``.
 
-    >>> counter = StepCounter()
-    >>> counter.resolve(None, None), counter.resolve(None, False), counter.resolve(None, None)
-    (0, 1, 1)
-    >>> counter.resolve(10, None), counter.resolve(None, None)
-    (10, 11)
+    Examples:
+        >>> counter = StepCounter()
+        >>> counter.resolve(None, None), counter.resolve(None, False), counter.resolve(None, None)
+        (0, 1, 1)
+        >>> counter.resolve(10, None), counter.resolve(None, None)
+        (10, 11)
     """
 
     def __init__(self) -> None:
@@ -131,6 +139,11 @@ class StepCounter:
         self._open = False  # the last step was logged with commit=False
 
     def resolve(self, step: Any, commit: bool | None) -> int:
+        """The step of a ``log(..., step=step, commit=commit)`` call, remembered for the next call.
+
+        Raises ``TypeError`` or ``ValueError`` for a ``step`` that is not a
+        non-negative integer.
+        """
         if step is None:
             if self.last_step is None:
                 resolved = 0
@@ -163,7 +176,8 @@ def check_step(step: Any) -> int:
 class NoopTracker(Tracker):
     """A tracker that records nothing: for runs that must not log (tests, non-zero processes).
 
-    >>> NoopTracker().log({"loss": 1.0}, step=0)
+    Examples:
+        >>> NoopTracker().log({"loss": 1.0}, step=0)
     """
 
     name = "noop"
@@ -191,12 +205,13 @@ class CompositeTracker(Tracker):
 
     The step of a call without one is decided here once, so every backend
     records the same step. If a backend raises, the others still receive the
-    call, then a :class:`TrackerError` names the backends that failed.
+    call, then a [`TrackerError`][jaxtrack.trackers.TrackerError] names the backends that failed.
 
-    >>> both = CompositeTracker([NoopTracker(), NoopTracker()])
-    >>> both.log({"loss": 1.0}, step=0)
-    >>> len(both.trackers)
-    2
+    Examples:
+        >>> both = CompositeTracker([NoopTracker(), NoopTracker()])
+        >>> both.log({"loss": 1.0}, step=0)
+        >>> len(both.trackers)
+        2
     """
 
     name = "composite"
@@ -241,7 +256,7 @@ class CompositeTracker(Tracker):
     ) -> list[tuple[Tracker, str, tuple[Any, ...], dict[str, Any]]]:
         """The call ``method(*args, **kwargs)`` as one call per backend, nested composites expanded.
 
-        A ``log`` without a step gets its step here, once, as :meth:`log` does;
+        A ``log`` without a step gets its step here, once, as ``log`` does;
         the reporter uses this to give every backend its own queue.
         """
         if method == "log":
@@ -272,7 +287,26 @@ class CompositeTracker(Tracker):
 
 
 class TrackerError(RuntimeError):
-    """Raised by :class:`CompositeTracker` when some of its backends failed; the others got the call."""
+    """Raised by [`CompositeTracker`][jaxtrack.trackers.CompositeTracker] when some of its backends failed; the others got the call.
+
+    ``method`` is the call that failed and ``failures`` the ``(tracker,
+    exception)`` pairs; the first exception is also the ``__cause__``.
+
+    Examples:
+        >>> import jaxtrack as jt
+        >>> class Broken(jt.NoopTracker):
+        ...     name = "broken"
+        ...     def log(self, metrics, *, step=None, commit=None):
+        ...         raise OSError("disk full")
+        >>> both = jt.CompositeTracker([Broken(), jt.NoopTracker()])
+        >>> try:
+        ...     both.log({"loss": 1.0}, step=0)
+        ... except jt.TrackerError as error:
+        ...     print(error)
+        ...     print([tracker.name for tracker, _ in error.failures])
+        log failed in 1 tracker(s): broken: OSError: disk full
+        ['broken']
+    """
 
     def __init__(self, method: str, failures: Sequence[tuple[Tracker, BaseException]]) -> None:
         self.method = method
@@ -289,3 +323,13 @@ def walk(tracker: Tracker) -> list[Tracker]:
         for child in tracker.trackers:
             found.extend(walk(child))
     return found
+
+
+__all__ = [
+    "RUN_END_STATUSES",
+    "CompositeTracker",
+    "NoopTracker",
+    "StepCounter",
+    "Tracker",
+    "TrackerError",
+]

@@ -1,40 +1,36 @@
 """CLU interop: a jaxtrack tracker as a CLU ``MetricWriter``, and a CLU ``MetricWriter`` as a tracker.
 
-:func:`as_metric_writer` lets code written for CLU (Flax examples,
+[`as_metric_writer`][jaxtrack.trackers.clu.as_metric_writer] lets code written for CLU (Flax examples,
 ``clu.periodic_actions``, ``AsyncMultiWriter``) write to any jaxtrack tracker;
-:func:`from_metric_writer` lets jaxtrack write to any CLU writer.
+[`from_metric_writer`][jaxtrack.trackers.clu.from_metric_writer] lets jaxtrack write to any CLU writer.
 
 Neither needs TensorFlow. ``clu/metric_writers/__init__.py`` imports CLU's
 ``SummaryWriter``, which needs TensorFlow, so ``from clu import metric_writers``
 fails without it although the interface, logging, multi and async writers do
-not use it; :func:`load_metric_writers` then makes those importable under their
+not use it; [`load_metric_writers`][jaxtrack.trackers.clu.load_metric_writers] then makes those importable under their
 usual names (see there). CLU is imported only when one of these functions is
-called, never when ``jaxtrack`` is.
+called, never when ``jaxtrack`` is. The writer class ``as_metric_writer``
+returns, ``TrackerMetricWriter``, subclasses CLU's ``MetricWriter``, so it
+exists (as an attribute of this module) only once CLU is imported.
 
-How values map, writer to tracker (:func:`as_metric_writer`):
+How values map, writer to tracker ([`as_metric_writer`][jaxtrack.trackers.clu.as_metric_writer]):
 
-==========================  ===================================================
-``write_scalars``           ``tracker.log(scalars, step=step)``
-``write_texts``             ``tracker.log(texts, step=step)`` (``str`` values)
-``write_histograms``        :class:`jaxtrack.Histogram` of each array, with the
-                            writer's ``num_buckets`` (else ``num_bins``) buckets
-``write_images``            :class:`jaxtrack.Image` of each ``[N,]H,W,C`` array
-``write_videos``            each ``[N,]T,H,W,C`` video as an image sequence: a
-                            :class:`jaxtrack.Image` of its ``T`` frames, under
-                            ``key`` (one video) or ``key/i`` (video ``i`` of a
-                            batch of ``N``)
-``write_audios``            skipped, with a warning the first time: jaxtrack has
-                            no audio value
-``write_summaries``         skipped, with a warning the first time: raw tensors
-                            for TensorBoard plugins have no jaxtrack equivalent
-``write_hparams``           ``tracker.log_hyperparameters``
-``flush`` / ``close``       ``tracker.flush()`` / ``tracker.finish()``
-==========================  ===================================================
+| writer call | tracker call |
+|---|---|
+| ``write_scalars`` | ``tracker.log(scalars, step=step)`` |
+| ``write_texts`` | ``tracker.log(texts, step=step)`` (``str`` values) |
+| ``write_histograms`` | a [`jaxtrack.Histogram`][jaxtrack.Histogram] of each array, with the writer's ``num_buckets`` (else ``num_bins``) buckets |
+| ``write_images`` | a [`jaxtrack.Image`][jaxtrack.Image] of each ``[N,]H,W,C`` array |
+| ``write_videos`` | each ``[N,]T,H,W,C`` video as an image sequence: a [`jaxtrack.Image`][jaxtrack.Image] of its ``T`` frames, under ``key`` (one video) or ``key/i`` (video ``i`` of a batch of ``N``) |
+| ``write_audios`` | skipped, with a warning the first time: jaxtrack has no audio value |
+| ``write_summaries`` | skipped, with a warning the first time: raw tensors for TensorBoard plugins have no jaxtrack equivalent |
+| ``write_hparams`` | ``tracker.log_hyperparameters`` |
+| ``flush`` / ``close`` | ``tracker.flush()`` / ``tracker.finish()`` |
 
-Tracker to writer (:func:`from_metric_writer`): each ``log`` is split by value
+Tracker to writer ([`from_metric_writer`][jaxtrack.trackers.clu.from_metric_writer]): each ``log`` is split by value
 kind into ``write_scalars`` (numbers, bools, 0-d arrays), ``write_texts``
-(strings), ``write_histograms`` (arrays and :class:`jaxtrack.Histogram`) and
-``write_images`` (:class:`jaxtrack.Image`); see :class:`MetricWriterTracker`.
+(strings), ``write_histograms`` (arrays and [`jaxtrack.Histogram`][jaxtrack.Histogram]) and
+``write_images`` ([`jaxtrack.Image`][jaxtrack.Image]); see [`MetricWriterTracker`][jaxtrack.trackers.clu.MetricWriterTracker].
 """
 
 from __future__ import annotations
@@ -91,8 +87,9 @@ def load_metric_writers() -> ModuleType:
     ``create_default_writer``) raises an ``AttributeError`` saying it needs
     TensorFlow.
 
-    >>> load_metric_writers().AsyncMultiWriter.__module__
-    'clu.metric_writers.async_writer'
+    Examples:
+        >>> load_metric_writers().AsyncMultiWriter.__module__
+        'clu.metric_writers.async_writer'
     """
     with _load_lock:
         clu = import_optional("clu", extra="clu", purpose="CLU interop")
@@ -136,15 +133,15 @@ def _warn_once(owner: Any, what: str, message: str, *args: Any) -> None:
 
 
 class MetricWriterTracker(Tracker):
-    """A tracker that writes to a CLU ``MetricWriter`` (from :func:`from_metric_writer`).
+    """A tracker that writes to a CLU ``MetricWriter`` (from [`from_metric_writer`][jaxtrack.trackers.clu.from_metric_writer]).
 
-    ``log`` resolves ``step=None`` with :class:`~jaxtrack.trackers.base.StepCounter`
+    ``log`` resolves ``step=None`` with [`StepCounter`][jaxtrack.trackers.StepCounter]
     (``commit=False`` only keeps the next step the same: CLU writes each call
     at once) and splits the values by kind: numbers, bools and 0-d arrays go to
-    ``write_scalars``, strings to ``write_texts``, :class:`jaxtrack.Image` to
+    ``write_scalars``, strings to ``write_texts``, [`jaxtrack.Image`][jaxtrack.Image] to
     ``write_images`` (``uint8`` ``NHWC``; the caption is dropped), arrays to
     ``write_histograms`` (their finite elements, flattened, bucketed by the
-    writer into ``num_bins`` buckets) and :class:`jaxtrack.Histogram` to
+    writer into ``num_bins`` buckets) and [`jaxtrack.Histogram`][jaxtrack.Histogram] to
     ``write_histograms`` as the centres of its buckets repeated by their
     counts, with as many buckets, which keeps the counts but not exactly the
     edges. ``None`` values are skipped.
@@ -157,10 +154,11 @@ class MetricWriterTracker(Tracker):
     hyperparameters, ``flush`` calls ``writer.flush()`` and ``finish`` calls
     ``writer.close()`` once.
 
-    >>> writers = load_metric_writers()  # clu.metric_writers, with or without TensorFlow
-    >>> tracker = from_metric_writer(writers.LoggingWriter())
-    >>> tracker.log({"loss": 0.5, "note": "warmup done"}, step=10)
-    >>> tracker.finish()
+    Examples:
+        >>> writers = load_metric_writers()  # clu.metric_writers, with or without TensorFlow
+        >>> tracker = from_metric_writer(writers.LoggingWriter())
+        >>> tracker.log({"loss": 0.5, "note": "warmup done"}, step=10)
+        >>> tracker.finish()
     """
 
     name = "clu"
@@ -286,11 +284,15 @@ def from_metric_writer(writer: MetricWriter, *, num_bins: int = DEFAULT_NUM_BINS
     """A jaxtrack tracker that writes to the CLU ``MetricWriter`` ``writer``.
 
     ``num_bins`` is the number of buckets asked of the writer for a histogram
-    of a logged array. See :class:`MetricWriterTracker` for how each kind of
+    of a logged array. See [`MetricWriterTracker`][jaxtrack.trackers.clu.MetricWriterTracker] for how each kind of
     value is written.
 
-    >>> from_metric_writer(load_metric_writers().LoggingWriter()).name
-    'clu'
+    Examples:
+        >>> import jaxtrack as jt
+        >>> from jaxtrack.trackers.clu import load_metric_writers
+        >>> writer = load_metric_writers().LoggingWriter()  # any CLU MetricWriter
+        >>> with jt.init_tracker(jt.from_metric_writer(writer)):  # finishes (closes the writer) on exit
+        ...     jt.log({"loss": 0.5}, step=1)
     """
     return MetricWriterTracker(writer, num_bins=num_bins)
 
@@ -304,7 +306,7 @@ def _tracker_metric_writer_class() -> type:
     interface = load_metric_writers().MetricWriter
 
     class TrackerMetricWriter(interface):  # type: ignore[misc, valid-type]
-        """A CLU ``MetricWriter`` that writes to a jaxtrack tracker (from :func:`as_metric_writer`)."""
+        """A CLU ``MetricWriter`` that writes to a jaxtrack tracker (from ``as_metric_writer``)."""
 
         def __init__(self, tracker: Tracker, *, num_bins: int = DEFAULT_NUM_BINS) -> None:
             super().__init__()
@@ -403,14 +405,15 @@ def as_metric_writer(tracker: Tracker, *, num_bins: int = DEFAULT_NUM_BINS) -> M
     """A CLU ``MetricWriter`` that writes to ``tracker``, e.g. inside CLU's ``AsyncMultiWriter``.
 
     ``num_bins`` is the number of buckets of a histogram when ``write_histograms``
-    gives none. The module docstring lists how each ``write_*`` call maps;
+    gives none. The [module docstring][jaxtrack.trackers.clu] lists how each ``write_*`` call maps;
     ``close`` finishes the tracker.
 
-    >>> from jaxtrack.trackers.base import NoopTracker
-    >>> writer = as_metric_writer(NoopTracker())
-    >>> writer.write_scalars(0, {"loss": 0.5})
-    >>> type(writer).__name__, isinstance(writer, load_metric_writers().MetricWriter)
-    ('TrackerMetricWriter', True)
+    Examples:
+        >>> from jaxtrack.trackers.base import NoopTracker
+        >>> writer = as_metric_writer(NoopTracker())
+        >>> writer.write_scalars(0, {"loss": 0.5})
+        >>> type(writer).__name__, isinstance(writer, load_metric_writers().MetricWriter)
+        ('TrackerMetricWriter', True)
     """
     writer: MetricWriter = _tracker_metric_writer_class()(tracker, num_bins=num_bins)
     return writer
@@ -421,3 +424,11 @@ def __getattr__(name: str) -> Any:
     if name == "TrackerMetricWriter":
         return _tracker_metric_writer_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "MetricWriterTracker",
+    "as_metric_writer",
+    "from_metric_writer",
+    "load_metric_writers",
+]

@@ -1,13 +1,15 @@
 """Tracker configs: dataclasses chosen by a ``type:`` key, from YAML, dicts or code.
 
-Built-in choices are ``noop``, ``tensorboard``, ``wandb`` and ``console``.
+Built-in choices are ``local``, ``noop``, ``tensorboard``, ``wandb`` and ``console``.
 ``@TrackerConfig.register("name")`` adds one; a package can also add one
 without being imported first, through an entry point in the group
-``jaxtrack.trackers`` whose name is the ``type`` and whose object is the config
-class, e.g. in its ``pyproject.toml``::
+[`ENTRY_POINT_GROUP`][jaxtrack.trackers.config.ENTRY_POINT_GROUP] (``"jaxtrack.trackers"``) whose name is the ``type`` and
+whose object is the config class, e.g. in its ``pyproject.toml``:
 
-    [project.entry-points."jaxtrack.trackers"]
-    mlflow = "my_package.tracking:MlflowConfig"
+```toml
+[project.entry-points."jaxtrack.trackers"]
+mlflow = "my_package.tracking:MlflowConfig"
+```
 """
 
 from __future__ import annotations
@@ -26,34 +28,48 @@ import yaml
 from jaxtrack.trackers.base import NoopTracker, Tracker
 
 ENTRY_POINT_GROUP = "jaxtrack.trackers"
+"""The entry-point group in which installed packages offer tracker configs, by ``type`` name."""
 
 _C = TypeVar("_C", bound="type[TrackerConfig]")
 
 
 class TrackerConfigError(ValueError):
-    """A tracker config that cannot be used: unknown type, unknown field, or a wrong value."""
+    """A tracker config that cannot be used: unknown type, unknown field, or a wrong value.
+
+    Raised before any backend starts; the message names the offending type or
+    field and lists what is valid.
+
+    Examples:
+        >>> import jaxtrack as jt
+        >>> try:
+        ...     jt.TrackerConfig.parse({"type": "tensorboard", "log_dir": "logs"})
+        ... except jt.TrackerConfigError as error:
+        ...     print(error)
+        unknown field 'log_dir' for tracker type 'tensorboard' (did you mean 'logdir'?); valid fields: logdir, flush_secs, filename_suffix, histogram_bins, all_processes
+    """
 
 
 @dataclasses.dataclass(frozen=True)
 class TrackerConfig(abc.ABC):
     """Base of every tracker config; subclasses are frozen dataclasses.
 
-    >>> cfg = TrackerConfig.parse("type: noop")
-    >>> cfg
-    NoopConfig()
-    >>> cfg.init(run_id="run-1").name
-    'noop'
+    Examples:
+        >>> cfg = TrackerConfig.parse("type: noop")
+        >>> cfg
+        NoopConfig()
+        >>> cfg.init(run_id="run-1").name
+        'noop'
 
-    A new choice is a dataclass with an ``init`` that builds the tracker:
+        A new choice is a dataclass with an ``init`` that builds the tracker:
 
-    >>> @TrackerConfig.register("doc_example")
-    ... @dataclasses.dataclass(frozen=True)
-    ... class DocExampleConfig(TrackerConfig):
-    ...     verbose: bool = False
-    ...     def init(self, run_id):
-    ...         return NoopTracker()
-    >>> TrackerConfig.parse({"type": "doc_example", "verbose": True})
-    DocExampleConfig(verbose=True)
+        >>> @TrackerConfig.register("doc_example")
+        ... @dataclasses.dataclass(frozen=True)
+        ... class DocExampleConfig(TrackerConfig):
+        ...     verbose: bool = False
+        ...     def init(self, run_id):
+        ...         return NoopTracker()
+        >>> TrackerConfig.parse({"type": "doc_example", "verbose": True})
+        DocExampleConfig(verbose=True)
     """
 
     _registry: ClassVar[dict[str, type[TrackerConfig]]] = {}
@@ -114,8 +130,9 @@ class TrackerConfig(abc.ABC):
         A list gives a list of configs. Every error names the offending
         type or field and lists what is valid.
 
-        >>> TrackerConfig.parse([{"type": "noop"}, "type: noop"])
-        [NoopConfig(), NoopConfig()]
+        Examples:
+            >>> TrackerConfig.parse([{"type": "noop"}, "type: noop"])
+            [NoopConfig(), NoopConfig()]
         """
         if isinstance(obj, TrackerConfig):
             return obj
@@ -142,8 +159,9 @@ class TrackerConfig(abc.ABC):
     def to_dict(self) -> dict[str, Any]:
         """The config as ``parse`` reads it back, ``type`` first.
 
-        >>> NoopConfig().to_dict()
-        {'type': 'noop'}
+        Examples:
+            >>> NoopConfig().to_dict()
+            {'type': 'noop'}
         """
         return {"type": self.type_name, **dataclasses.asdict(self)}
 
@@ -153,8 +171,9 @@ class TrackerConfig(abc.ABC):
 class NoopConfig(TrackerConfig):
     """``type: noop``: a tracker that records nothing.
 
-    >>> NoopConfig().init(None)
-    NoopTracker(name='noop')
+    Examples:
+        >>> NoopConfig().init(None)
+        NoopTracker(name='noop')
     """
 
     def init(self, run_id: str | None) -> Tracker:
@@ -200,7 +219,7 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
     """Checks ``value`` against the type ``hint`` and returns it in that type.
 
     Lists become tuples for tuple fields and ints become floats for float
-    fields; anything else that does not fit raises :class:`TrackerConfigError`
+    fields; anything else that does not fit raises ``TrackerConfigError``
     naming ``where``.
     """
     origin = typing.get_origin(hint)
@@ -291,3 +310,11 @@ def _load_entry_point(name: str) -> None:
         if name not in TrackerConfig._registry:
             TrackerConfig.register(name)(config_cls)
         return
+
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "NoopConfig",
+    "TrackerConfig",
+    "TrackerConfigError",
+]

@@ -1,4 +1,8 @@
-"""The console: one line per report through Python's ``logging``."""
+"""The console: one line per report through Python's ``logging``.
+
+Lines go to the logger named ``DEFAULT_LOGGER`` (``"jaxtrack.console"``) unless
+another is given.
+"""
 
 from __future__ import annotations
 
@@ -23,18 +27,19 @@ class ConsoleTracker(Tracker):
     If logging is not configured at all (no handler on the logger or its
     parents), the logger gets a handler to stderr so the lines are seen.
 
-    >>> import logging, sys
-    >>> from jaxtrack.trackers.console import ConsoleTracker
-    >>> console = ConsoleTracker(logger="doc.console")
-    >>> handler = logging.StreamHandler(sys.stdout)
-    >>> console.logger.addHandler(handler)
-    >>> console.log({"loss": 0.25, "train": {"acc": 0.875}}, step=100)
-    step 100 | loss 0.25 | train/acc 0.875
-
     Args:
-      logger: a logger or a logger's name.
-      level: the level of the lines.
-      precision: significant digits of floats.
+        logger: a logger or a logger's name.
+        level: the level of the lines.
+        precision: significant digits of floats.
+
+    Examples:
+        >>> import logging, sys
+        >>> from jaxtrack.trackers.console import ConsoleTracker
+        >>> console = ConsoleTracker(logger="doc.console")
+        >>> handler = logging.StreamHandler(sys.stdout)
+        >>> console.logger.addHandler(handler)
+        >>> console.log({"loss": 0.25, "train": {"acc": 0.875}}, step=100)
+        step 100 | loss 0.25 | train/acc 0.875
     """
 
     name = "console"
@@ -103,10 +108,13 @@ class ConsoleTracker(Tracker):
 @TrackerConfig.register("console")
 @dataclasses.dataclass(frozen=True)
 class ConsoleConfig(TrackerConfig):
-    """``type: console``: a :class:`ConsoleTracker`.
+    """``type: console``: a [`ConsoleTracker`][jaxtrack.trackers.console.ConsoleTracker].
 
-    >>> ConsoleConfig(level="DEBUG").init(None).level
-    10
+    The fields are ``ConsoleTracker``'s arguments (``logger`` by name).
+
+    Examples:
+        >>> ConsoleConfig(level="DEBUG").init(None).level
+        10
     """
 
     logger: str = DEFAULT_LOGGER
@@ -115,3 +123,10 @@ class ConsoleConfig(TrackerConfig):
 
     def init(self, run_id: str | None) -> ConsoleTracker:
         return ConsoleTracker(logger=self.logger, level=self.level, precision=self.precision)
+
+
+__all__ = [
+    "DEFAULT_LOGGER",
+    "ConsoleConfig",
+    "ConsoleTracker",
+]

@@ -1,13 +1,15 @@
 """The local run store: an SQLite database that needs no account or server, and the tracker that writes it.
 
-:class:`LocalTracker` is jaxtrack's default backend (``type: local``). Each
+[`LocalTracker`][jaxtrack.trackers.local.LocalTracker] is jaxtrack's default backend (``type: local``). Each
 run is a row of ``runs`` (id, name, project, status, start/end time, host and
 git information, hyperparameters, summary); its values are rows of
 ``scalars``, ``texts``, ``histograms`` and ``images`` keyed by
 ``(run, step, key)``. The ``metrics`` view joins scalars with their run id and
-key name, for queries by hand::
+key name, for queries by hand:
 
-    sqlite3 runs/jaxtrack.db "SELECT step, value FROM metrics WHERE run_id = '...' AND key = 'train/loss'"
+```bash
+sqlite3 runs/jaxtrack.db "SELECT step, value FROM metrics WHERE run_id = '...' AND key = 'train/loss'"
+```
 
 Each ``log`` call is one transaction, committed before the call returns, in
 WAL mode: a process killed at any moment (even by SIGKILL) leaves a database
@@ -23,7 +25,12 @@ step lower than steps already stored (a restart from an older checkpoint)
 supersedes the stored values at that step and after: they move to the
 ``superseded_*`` tables, out of the run's history but not deleted.
 
-:class:`RunStore` reads a store; the ``jaxtrack`` command line is built on it.
+[`RunStore`][jaxtrack.trackers.local.RunStore] reads a store; the ``jaxtrack`` command line is built on it.
+
+The store is ``DEFAULT_STORE_PATH`` (``runs/jaxtrack.db``, relative to the
+working directory) unless a path is given or the environment variable named
+by ``STORE_ENV_VAR`` (``JAXTRACK_STORE``) is set. ``STATUSES`` are a run's
+possible statuses: ``running``, ``finished``, ``failed`` and ``killed``.
 """
 
 from __future__ import annotations
@@ -133,42 +140,44 @@ CREATE VIEW IF NOT EXISTS metrics AS
 def default_store_path() -> str:
     """The store used when none is given: ``$JAXTRACK_STORE``, else ``runs/jaxtrack.db``.
 
-    >>> import os
-    >>> default_store_path() == (os.environ.get("JAXTRACK_STORE") or os.path.join("runs", "jaxtrack.db"))
-    True
+    Examples:
+        >>> import os
+        >>> default_store_path() == (os.environ.get("JAXTRACK_STORE") or os.path.join("runs", "jaxtrack.db"))
+        True
     """
     return os.environ.get(STORE_ENV_VAR) or DEFAULT_STORE_PATH
 
 
 class LocalTracker(Tracker):
-    """Records a run in a local SQLite store (see :mod:`jaxtrack.trackers.local`).
+    """Records a run in a local SQLite store (see [`jaxtrack.trackers.local`][jaxtrack.trackers.local]).
 
-    Scalars, strings, histograms (from :class:`~jaxtrack.Histogram` values and
-    arrays) and :class:`~jaxtrack.Image` values are kept at their step;
+    Scalars, strings, histograms (from [`Histogram`][jaxtrack.Histogram] values and
+    arrays) and [`Image`][jaxtrack.Image] values are kept at their step;
     hyperparameters (credentials redacted) and the summary are merged into
     the run's row; artifacts are copied next to the database, under
     ``artifacts/<n>-<run id>/``. In a multi-process JAX run only process 0 writes.
 
-    >>> import os, tempfile, jaxtrack as jt
-    >>> from jaxtrack.trackers.local import LocalTracker, RunStore
-    >>> path = os.path.join(tempfile.mkdtemp(), "runs.db")
-    >>> with LocalTracker(path, run_id="demo", name="first") as tracker:
-    ...     tracker.log({"train": {"loss": 0.5}}, step=1)
-    ...     tracker.log({"train": {"loss": 0.25}}, step=2)
-    >>> with RunStore(path) as store:
-    ...     store.runs()[0].status, store.history("demo")
-    ('finished', [{'step': 1, 'train/loss': 0.5}, {'step': 2, 'train/loss': 0.25}])
-
     Args:
-      path: the database file (created with its directory if missing); default
-        :func:`default_store_path`.
-      run_id: the run's id; an existing run with this id is continued.
-      name: a human-readable name (default: none; the id is shown).
-      project: groups runs in ``jaxtrack runs --project``.
-      histogram_bins: buckets of the histogram made from an array value.
-      all_processes: in a multi-process run, every process writes a run of its
-        own (``<run id>-process<i>``; give each host its own ``path`` unless the
-        file system is one SQLite can lock across hosts), not only process 0.
+        path: the database file (created with its directory if missing); default
+            [`default_store_path`][jaxtrack.trackers.local.default_store_path].
+        run_id: the run's id; an existing run with this id is continued.
+        name: a human-readable name (default: none; the id is shown).
+        project: groups runs in ``jaxtrack runs --project``.
+        histogram_bins: buckets of the histogram made from an array value.
+        all_processes: in a multi-process run, every process writes a run of its
+            own (``<run id>-process<i>``; give each host its own ``path`` unless the
+            file system is one SQLite can lock across hosts), not only process 0.
+
+    Examples:
+        >>> import os, tempfile, jaxtrack as jt
+        >>> from jaxtrack.trackers.local import LocalTracker, RunStore
+        >>> path = os.path.join(tempfile.mkdtemp(), "runs.db")
+        >>> with LocalTracker(path, run_id="demo", name="first") as tracker:
+        ...     tracker.log({"train": {"loss": 0.5}}, step=1)
+        ...     tracker.log({"train": {"loss": 0.25}}, step=2)
+        >>> with RunStore(path) as store:
+        ...     store.runs()[0].status, store.history("demo")
+        ('finished', [{'step': 1, 'train/loss': 0.5}, {'step': 2, 'train/loss': 0.25}])
     """
 
     name = "local"
@@ -417,14 +426,15 @@ class LocalTracker(Tracker):
 @TrackerConfig.register("local")
 @dataclasses.dataclass(frozen=True)
 class LocalConfig(TrackerConfig):
-    """``type: local``: a :class:`LocalTracker` writing the run into the store at ``path``.
+    """``type: local``: a [`LocalTracker`][jaxtrack.trackers.local.LocalTracker] writing the run into the store at ``path``.
 
-    ``path`` defaults to :func:`default_store_path` (``$JAXTRACK_STORE`` or
+    ``path`` defaults to [`default_store_path`][jaxtrack.trackers.local.default_store_path] (``$JAXTRACK_STORE`` or
     ``runs/jaxtrack.db``), the store the ``jaxtrack`` command line reads by
-    default.
+    default. The other fields are ``LocalTracker``'s arguments.
 
-    >>> LocalConfig(path="runs/my.db", project="digits").to_dict()
-    {'type': 'local', 'path': 'runs/my.db', 'name': None, 'project': 'digits', 'histogram_bins': 64, 'all_processes': False}
+    Examples:
+        >>> LocalConfig(path="runs/my.db", project="digits").to_dict()
+        {'type': 'local', 'path': 'runs/my.db', 'name': None, 'project': 'digits', 'histogram_bins': 64, 'all_processes': False}
     """
 
     path: str | None = None
@@ -446,26 +456,50 @@ class LocalConfig(TrackerConfig):
 
 @dataclasses.dataclass(frozen=True)
 class StoredRun:
-    """One run of a :class:`RunStore`, as its ``runs`` row describes it."""
+    """One run of a [`RunStore`][jaxtrack.trackers.local.RunStore], as its ``runs`` row describes it.
+
+    Examples:
+        >>> import os, tempfile
+        >>> from jaxtrack.trackers.local import LocalTracker, RunStore
+        >>> path = os.path.join(tempfile.mkdtemp(), "runs.db")
+        >>> with LocalTracker(path, run_id="r1", project="demo") as tracker:
+        ...     tracker.log({"loss": 1.0}, step=5)
+        >>> with RunStore(path) as store:
+        ...     run = store.run("r1")
+        >>> run.status, run.project, run.last_step, run.sessions, run.display_name
+        ('finished', 'demo', 5, 1, 'r1')
+    """
 
     id: str
+    """The run's id."""
     name: str | None
+    """Its human-readable name, if it was given one."""
     project: str | None
+    """The project it was filed under, if any."""
     status: str
     """``running``, ``finished``, ``failed`` or ``killed`` (also a running run whose process on this host is gone)."""
     start_time: float
+    """When the run started (seconds since the epoch)."""
     end_time: float | None
+    """When it finished (``None`` while it runs, or if its process died before finishing it)."""
     heartbeat: float | None
     """When the run last wrote."""
     last_step: int | None
+    """The latest step stored (``None`` before any value)."""
     sessions: int
     """How many times the run was started (1, plus one per resume)."""
     host: str | None
+    """The host name of the process that last started (or resumed) it."""
     pid: int | None
+    """That process's id."""
     git: dict[str, Any]
+    """The working directory's git ``commit``, ``branch`` and ``dirty`` flag (empty outside git)."""
     system: dict[str, Any]
+    """Python, platform, JAX and jaxtrack versions, the program and its working directory."""
     config: dict[str, Any]
+    """The run's hyperparameters (flat ``"a/b"`` keys, credentials redacted)."""
     summary: dict[str, Any]
+    """The run's summary values."""
 
     @property
     def display_name(self) -> str:
@@ -482,22 +516,31 @@ class StoredRun:
 class RunStore:
     """Reads a local run store: runs, their history, summary and config.
 
-    >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "runs.db")
-    >>> with LocalTracker(path, run_id="r1") as tracker:
-    ...     tracker.log_hyperparameters({"lr": 0.1, "api_key": "hunter2"})
-    ...     tracker.log({"loss": 1.0, "note": "start"}, step=0)
-    ...     tracker.log_summary({"best_loss": 1.0})
-    >>> store = RunStore(path)
-    >>> [run.id for run in store.runs()], store.run("r1").config, store.run("r1").summary
-    (['r1'], {'lr': 0.1, 'api_key': '[redacted]'}, {'best_loss': 1.0})
-    >>> store.history("r1")
-    [{'step': 0, 'loss': 1.0, 'note': 'start'}]
-    >>> store.close()
+    Also a context manager that closes it.
 
     Args:
-      path: the database; default :func:`default_store_path`. A missing file is
-        a ``FileNotFoundError``, a file that is not a jaxtrack store a ``ValueError``.
+        path: the database; default [`default_store_path`][jaxtrack.trackers.local.default_store_path]. A missing file is
+            a ``FileNotFoundError``, a file that is not a jaxtrack store a ``ValueError``.
+
+    Examples:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "runs.db")
+        >>> with LocalTracker(path, run_id="r1") as tracker:
+        ...     tracker.log_hyperparameters({"lr": 0.1, "api_key": "hunter2"})
+        ...     tracker.log({"loss": 1.0, "note": "start"}, step=0)
+        ...     tracker.log({"loss": 0.5}, step=1)
+        ...     tracker.log_summary({"best_loss": 0.5})
+        >>> store = RunStore(path)
+        >>> [run.id for run in store.runs()], store.run("r1").config, store.run("r1").summary
+        (['r1'], {'lr': 0.1, 'api_key': '[redacted]'}, {'best_loss': 0.5})
+        >>> store.history("r1")
+        [{'step': 0, 'loss': 1.0, 'note': 'start'}, {'step': 1, 'loss': 0.5}]
+        >>> store.keys("r1")
+        {'loss': 'scalar', 'note': 'text'}
+        >>> steps, losses = store.scalars("r1", "loss")
+        >>> steps.tolist(), losses.tolist()
+        ([0, 1], [1.0, 0.5])
+        >>> store.close()
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
@@ -557,8 +600,8 @@ class RunStore:
         """The run's values as wide rows ``{"step": s, key: value, ...}``, ordered by step (like W&B's ``scan_history``).
 
         Scalars are numbers (NaN where NaN was logged), strings are strings,
-        histograms :class:`~jaxtrack.Histogram` and images
-        :class:`~jaxtrack.Image` values. ``keys`` limits the columns; a row
+        histograms [`Histogram`][jaxtrack.Histogram] and images
+        [`Image`][jaxtrack.Image] values. ``keys`` limits the columns; a row
         appears for every step where one of them has a value.
         """
         num = self._num(run_id)

@@ -2,9 +2,9 @@
 
 Scalars go to the Scalars dashboard (as ``simple_value``, TensorBoard's
 float32 scalar that both of its loaders read; steps are int64), strings to
-Text, arrays (one or more dimensions) and :class:`~jaxtrack.Histogram`
+Text, arrays (one or more dimensions) and [`Histogram`][jaxtrack.Histogram]
 values to Histograms/Distributions,
-:class:`~jaxtrack.Image` values to Images, and hyperparameters to the HParams
+[`Image`][jaxtrack.Image] values to Images, and hyperparameters to the HParams
 dashboard. Needs ``pip install 'jaxtrack[tensorboard]'``.
 
 Events are framed by TensorBoard's own ``RecordWriter`` into a file named and
@@ -71,19 +71,25 @@ class TensorboardTracker(Tracker):
     values replace them instead of zig-zagging. In a multi-process JAX run
     only process 0 writes.
 
-    >>> import tempfile, jaxtrack as jt
-    >>> from jaxtrack.trackers.tensorboard import TensorboardTracker
-    >>> with TensorboardTracker(tempfile.mkdtemp()) as tb:
-    ...     tb.log({"train": {"loss": 0.5}, "note": "warm-up"}, step=1)
-    ...     tb.log_hyperparameters({"lr": 1e-3, "model": {"width": 256}})
+    TensorBoard has no run summary: ``log_summary`` writes its values at the
+    latest step, where the HParams dashboard also picks them up as metrics.
+    TensorBoard cannot show files: ``log_artifact`` copies the file or
+    directory to ``logdir/artifacts/`` and writes a text note about it.
 
     Args:
-      logdir: the run's directory (one run per directory, as TensorBoard expects).
-      flush_secs: how often buffered events reach the disk.
-      filename_suffix: appended to the event file's name.
-      histogram_bins: buckets of the histogram made from an array value.
-      all_processes: in a multi-process run, every process writes (process
-        ``i`` into ``<logdir>-process<i>``), not only process 0.
+        logdir: the run's directory (one run per directory, as TensorBoard expects).
+        flush_secs: how often buffered events reach the disk.
+        filename_suffix: appended to the event file's name.
+        histogram_bins: buckets of the histogram made from an array value.
+        all_processes: in a multi-process run, every process writes (process
+            ``i`` into ``<logdir>-process<i>``), not only process 0.
+
+    Examples:
+        >>> import tempfile, jaxtrack as jt
+        >>> from jaxtrack.trackers.tensorboard import TensorboardTracker
+        >>> with TensorboardTracker(tempfile.mkdtemp()) as tb:
+        ...     tb.log({"train": {"loss": 0.5}, "note": "warm-up"}, step=1)
+        ...     tb.log_hyperparameters({"lr": 1e-3, "model": {"width": 256}})
     """
 
     name = "tensorboard"
@@ -369,10 +375,13 @@ def _hparam_value(value: Any) -> bool | int | float | str:
 @TrackerConfig.register("tensorboard")
 @dataclasses.dataclass(frozen=True)
 class TensorboardConfig(TrackerConfig):
-    """``type: tensorboard``: a :class:`TensorboardTracker` writing to ``logdir/<run_id>``.
+    """``type: tensorboard``: a [`TensorboardTracker`][jaxtrack.trackers.tensorboard.TensorboardTracker] writing to ``logdir/<run_id>``.
 
-    >>> TensorboardConfig(logdir="logs").logdir
-    'logs'
+    The other fields are ``TensorboardTracker``'s arguments.
+
+    Examples:
+        >>> TensorboardConfig(logdir="logs").to_dict()
+        {'type': 'tensorboard', 'logdir': 'logs', 'flush_secs': 10.0, 'filename_suffix': '', 'histogram_bins': 64, 'all_processes': False}
     """
 
     logdir: str = "tblogs"
@@ -390,3 +399,9 @@ class TensorboardConfig(TrackerConfig):
             histogram_bins=self.histogram_bins,
             all_processes=self.all_processes,
         )
+
+
+__all__ = [
+    "TensorboardConfig",
+    "TensorboardTracker",
+]

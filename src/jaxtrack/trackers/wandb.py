@@ -2,6 +2,10 @@
 
 Needs ``pip install 'jaxtrack[wandb]'``. Works offline (``mode="offline"``)
 with no account; ``wandb sync`` uploads such a run later.
+
+``DEFAULT_STEP_METRIC`` (``"global_step"``) is the metric each row's step is
+recorded in; ``DEFAULT_INIT_TIMEOUT_SECS`` (30) is how long an online
+``wandb.init`` may try to reach W&B before the run goes offline instead.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, HostValue, Image, flatt
 logger = logging.getLogger(__name__)
 
 DEFAULT_STEP_METRIC = "global_step"
+"""The W&B metric each row's step is recorded in, the x-axis of every chart."""
 _MAX_WANDB_BINS = 512  # wandb.Histogram's limit
 
 
@@ -44,27 +49,30 @@ class WandbTracker(Tracker):
     silently drop them. With a step metric they are all kept, each row
     carrying the step it was logged at.
 
-    Arrays and :class:`~jaxtrack.Histogram` values become ``wandb.Histogram``,
-    :class:`~jaxtrack.Image` values ``wandb.Image``, hyperparameters go to the
-    run config, summaries to the run summary. In a multi-process JAX run,
+    Arrays and [`Histogram`][jaxtrack.Histogram] values become ``wandb.Histogram``,
+    [`Image`][jaxtrack.Image] values ``wandb.Image``, hyperparameters go to the
+    run config, summaries to the run summary, artifacts to W&B artifacts. The
+    run's exit code is 0 when it finished and 1 when it ``failed`` or was
+    ``killed`` (W&B has no "killed"). In a multi-process JAX run,
     only process 0 starts a real run; the others get a disabled one (unless
     ``all_processes``).
 
-    >>> import os, tempfile, wandb
-    >>> from jaxtrack.trackers.wandb import WandbTracker
-    >>> os.environ["WANDB_SILENT"] = "true"
-    >>> tracker = WandbTracker(project="doc", mode="offline", dir=tempfile.mkdtemp())
-    >>> tracker.log({"loss": 0.5}, step=0)
-    >>> tracker.finish()
-
     Args:
-      run: an existing ``wandb`` run; ``None`` uses ``wandb.run`` when no
-        ``wandb_init_kwargs`` are given and a run is active, else starts one.
-      step_metric: the name of the step metric.
-      histogram_bins: buckets of the histogram made from an array value (at most 512).
-      all_processes: in a multi-process run, every process starts a run: process
-        ``i`` the run ``<id>-process<i>``, all in the W&B group named by the id.
-      **wandb_init_kwargs: passed to ``wandb.init`` when a run is started.
+        run: an existing ``wandb`` run; ``None`` uses ``wandb.run`` when no
+            ``wandb_init_kwargs`` are given and a run is active, else starts one.
+        step_metric: the name of the step metric.
+        histogram_bins: buckets of the histogram made from an array value (at most 512).
+        all_processes: in a multi-process run, every process starts a run: process
+            ``i`` the run ``<id>-process<i>``, all in the W&B group named by the id.
+        **wandb_init_kwargs: passed to ``wandb.init`` when a run is started.
+
+    Examples:
+        >>> import os, tempfile
+        >>> from jaxtrack.trackers.wandb import WandbTracker
+        >>> os.environ["WANDB_SILENT"] = "true"
+        >>> tracker = WandbTracker(project="doc", mode="offline", dir=tempfile.mkdtemp())
+        >>> tracker.log({"loss": 0.5}, step=0)
+        >>> tracker.finish()
     """
 
     name = "wandb"
@@ -183,7 +191,7 @@ def _init_or_go_offline(wandb: Any, kwargs: dict[str, Any]) -> Any:
 
     Training must start whether or not the network is there: the online
     attempt is bounded by ``init_timeout`` (W&B's setting, default here
-    :data:`DEFAULT_INIT_TIMEOUT_SECS`), and its data is then kept on disk.
+    ``DEFAULT_INIT_TIMEOUT_SECS``), and its data is then kept on disk.
     """
     mode = kwargs.get("mode") or os.environ.get("WANDB_MODE") or "online"
     if mode not in ("online", "run"):
@@ -234,14 +242,19 @@ def _wandb_value(value: HostValue) -> Any:
 @TrackerConfig.register("wandb")
 @dataclasses.dataclass(frozen=True)
 class WandbConfig(TrackerConfig):
-    """``type: wandb``: a :class:`WandbTracker` starting a run with these ``wandb.init`` options.
+    """``type: wandb``: a [`WandbTracker`][jaxtrack.trackers.wandb.WandbTracker] starting a run with these ``wandb.init`` options.
 
     ``id`` defaults to the run id given to ``init`` (so every backend of a run
     shares it), and ``resume`` takes W&B's values (``allow``, ``must``,
-    ``never``, ``auto``) or a bool.
+    ``never``, ``auto``) or a bool. ``init_timeout`` bounds an online
+    ``wandb.init`` (then the run goes offline); ``all_processes``,
+    ``step_metric`` and ``histogram_bins`` are ``WandbTracker``'s arguments.
 
-    >>> WandbConfig(project="my-project", entity="my-entity").mode
-    'online'
+    Examples:
+        >>> WandbConfig(project="my-project", entity="my-entity").mode
+        'online'
+        >>> WandbConfig.parse({"type": "wandb", "project": "my-project", "mode": "offline"})
+        WandbConfig(entity=None, project='my-project', name=None, tags=(), id=None, group=None, job_type=None, notes=None, mode='offline', resume=None, dir=None, save_code=None, init_timeout=30.0, all_processes=False, step_metric='global_step', histogram_bins=64)
     """
 
     entity: str | None = None
@@ -285,3 +298,11 @@ class WandbConfig(TrackerConfig):
             all_processes=self.all_processes,
             **{k: v for k, v in kwargs.items() if v is not None},
         )
+
+
+__all__ = [
+    "DEFAULT_INIT_TIMEOUT_SECS",
+    "DEFAULT_STEP_METRIC",
+    "WandbConfig",
+    "WandbTracker",
+]
