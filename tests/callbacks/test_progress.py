@@ -117,3 +117,21 @@ def test_metrics_limits_what_the_bar_shows():
 def test_bad_total():
     with pytest.raises(ValueError, match="num_train_steps"):
         ReportProgress(-1)
+
+
+def test_the_first_step_compiling_is_left_out_of_steps_per_sec():
+    """Step 1 takes 10 s (compilation); the rate shown and logged is that of the steps after it."""
+    tracker, clock, out = RecordingTracker(), FakeClock(), io.StringIO()
+    progress = ReportProgress(7, every_steps=3, every_secs=None, file=out, clock=clock)
+    callbacks = CallbackList([progress])
+    with jt.current_tracker(tracker):
+        callbacks.on_begin(1)
+        for step in range(1, 8):
+            clock.now += 10.0 if step == 1 else 0.5
+            callbacks(step)
+        callbacks.on_end(7)
+        jt.flush()
+    rates = [(step, metrics["steps_per_sec"]) for step, metrics, _ in tracker.logs if "steps_per_sec" in metrics]
+    # Due at 3 (steps 2-3 in 1 s) and 6 (steps 4-6 in 1.5 s): 2 steps/s, not 3 steps in 11 s.
+    assert rates == [(3, pytest.approx(2.0)), (6, pytest.approx(2.0))]
+    assert "2.00steps/s" in _frames(out)[-1]

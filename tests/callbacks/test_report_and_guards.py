@@ -93,6 +93,25 @@ def test_report_metrics_without_on_begin_times_from_the_first_step():
     assert "steps_per_sec" in tracker.logs[-1][1]
 
 
+def test_report_metrics_leaves_the_first_step_compiling_out_of_the_timing():
+    """Step 1 takes 10 s of the clock (compilation); steps/s is that of the steps after it."""
+    tracker, now = RecordingTracker(), [100.0]
+    train_step, params, opt_state = _training()
+    report = ReportMetrics(train_step, every_steps=4, tracker=tracker, clock=lambda: now[0])
+    callbacks = CallbackList([report])
+    with jt.current_tracker(jt.NoopTracker()):
+        callbacks.on_begin(1)
+        for step in range(1, 9):
+            params, opt_state, _ = train_step(params, opt_state, jnp.float32(1.0))
+            now[0] += 10.0 if step == 1 else 0.5
+            callbacks(step)
+        callbacks.on_end(8)
+        jt.flush()
+    timing = [(step, metrics["steps_per_sec"], metrics["step_time_secs"]) for step, metrics, _ in tracker.logs]
+    # Steps 2-4 in 1.5 s, then 5-8 in 2 s: 2 steps/s both times (not 4 steps in 11.5 s).
+    assert timing == [(4, pytest.approx(2.0), pytest.approx(0.5)), (8, pytest.approx(2.0), pytest.approx(0.5))]
+
+
 def test_report_metrics_needs_a_jaxtrack_jit_function():
     with pytest.raises(TypeError, match=r"jaxtrack\.jit"):
         ReportMetrics(jax.jit(lambda x: x), every_steps=1)

@@ -10,22 +10,27 @@ thread: logging a learning rate costs no device sync.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxtrack import tracking
 from jaxtrack.callbacks.base import PeriodicCallback
 
-_INJECT_STATES: tuple[type, ...] = tuple(
-    cls
-    for cls in (getattr(optax, "InjectHyperparamsState", None), getattr(optax, "InjectStatefulHyperparamsState", None))
-    if isinstance(cls, type)
-)
+
+@functools.cache
+def _inject_states() -> tuple[type, ...]:
+    # optax is imported when a monitor first looks, not with jaxtrack: it is not a dependency of the core.
+    try:
+        import optax
+    except ImportError:
+        return ()  # no optax, no injected hyperparameters to find
+    names = ("InjectHyperparamsState", "InjectStatefulHyperparamsState")
+    return tuple(cls for cls in (getattr(optax, name, None) for name in names) if isinstance(cls, type))
 
 
 class LearningRateMonitor(PeriodicCallback):
@@ -41,15 +46,16 @@ class LearningRateMonitor(PeriodicCallback):
     The values are those the last update used: after update ``k`` (counting
     from 1), a schedule's value at count ``k - 1``.
 
-    >>> import jax.numpy as jnp, optax, jaxtrack as jt
-    >>> from jaxtrack.callbacks.hyperparams import LearningRateMonitor
-    >>> tx = optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(0.5, 0.0, 10))
-    >>> opt_state = tx.init({"w": jnp.zeros(2)})
-    >>> monitor = LearningRateMonitor(every_steps=1, names=["learning_rate"])
-    >>> with jt.current_tracker(jt.NoopTracker()):
-    ...     monitor(1, opt_state=opt_state)
-    >>> {name: float(value) for name, value in monitor.find(opt_state).items()}
-    {'learning_rate': 0.5}
+    Examples:
+        >>> import jax.numpy as jnp, optax, jaxtrack as jt
+        >>> from jaxtrack.callbacks.hyperparams import LearningRateMonitor
+        >>> tx = optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(0.5, 0.0, 10))
+        >>> opt_state = tx.init({"w": jnp.zeros(2)})
+        >>> monitor = LearningRateMonitor(every_steps=1, names=["learning_rate"])
+        >>> with jt.current_tracker(jt.NoopTracker()):
+        ...     monitor(1, opt_state=opt_state)
+        >>> {name: float(value) for name, value in monitor.find(opt_state).items()}
+        {'learning_rate': 0.5}
     """
 
     def __init__(
@@ -118,7 +124,7 @@ class LearningRateMonitor(PeriodicCallback):
 
 
 def _is_inject_state(node: Any) -> bool:
-    return isinstance(node, _INJECT_STATES)
+    return isinstance(node, _inject_states())
 
 
 def _place(path: tuple[Any, ...]) -> str:
@@ -130,3 +136,8 @@ def _place(path: tuple[Any, ...]) -> str:
         elif isinstance(key, jax.tree_util.SequenceKey):
             parts.append(str(key.idx))
     return "/".join(parts)
+
+
+__all__ = [
+    "LearningRateMonitor",
+]

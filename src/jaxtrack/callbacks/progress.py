@@ -4,9 +4,12 @@ The bar (``tqdm.auto``, so a widget in a notebook and text in a terminal)
 moves at its schedule by the number of steps the loop has dispatched, and
 shows steps per second, the time left, and the latest metrics. Those metrics
 are read from what the background reporter has already fetched for the
-trackers (:class:`jaxtrack.reporter.ReportedValues`), so drawing the bar costs
+trackers (``jaxtrack.reporter.ReportedValues``), so drawing the bar costs
 no device sync: it shows the values reported so far, a little behind the
-loop when the device is.
+loop when the device is. With ``write_to_tracker=True`` the measured speed is
+logged as ``STEPS_PER_SEC`` (``"steps_per_sec"``).
+
+Needs ``pip install 'jaxtrack[progress]'`` (tqdm).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 from jaxtrack import reporter, tracking
+from jaxtrack._optional import import_optional
 from jaxtrack.callbacks.base import PeriodicCallback
 from jaxtrack.reporter import NonFinite
 
@@ -27,24 +31,26 @@ class ReportProgress(PeriodicCallback):
 
     ``num_train_steps`` gives the bar its total, hence the time left. The bar
     is redrawn when the schedule is due (by default once a second); steps/s
-    is measured with ``clock`` between two redraws, and with
+    is measured with ``clock`` between two redraws (not counting the first
+    step, whose time is mostly compilation), and with
     ``write_to_tracker=True`` is also logged as ``steps_per_sec`` at that
     step. ``metrics`` limits the metrics shown to those keys (default: all
     reported ones). ``file`` is where a text bar is written (default: stderr).
 
     A step counts as done when the loop calls the callback with it:
-    :meth:`on_begin` at step ``s`` means ``s - 1`` steps are done. In a loop
+    ``on_begin`` at step ``s`` means ``s - 1`` steps are done. In a loop
     without ``on_begin`` the bar starts at the first step it is called with.
 
-    >>> import io, jaxtrack as jt
-    >>> from jaxtrack.callbacks import CallbackList
-    >>> from jaxtrack.callbacks.progress import ReportProgress
-    >>> hooks = CallbackList([ReportProgress(4, every_steps=2, file=io.StringIO())])
-    >>> with jt.current_tracker(jt.NoopTracker()):
-    ...     hooks.on_begin(1)
-    ...     for step in range(1, 5):
-    ...         hooks(step)
-    ...     hooks.on_end(4)
+    Examples:
+        >>> import io, jaxtrack as jt
+        >>> from jaxtrack.callbacks import CallbackList
+        >>> from jaxtrack.callbacks.progress import ReportProgress
+        >>> hooks = CallbackList([ReportProgress(4, every_steps=2, file=io.StringIO())])
+        >>> with jt.current_tracker(jt.NoopTracker()):
+        ...     hooks.on_begin(1)
+        ...     for step in range(1, 5):
+        ...         hooks(step)
+        ...     hooks.on_end(4)
     """
 
     def __init__(
@@ -74,17 +80,24 @@ class ReportProgress(PeriodicCallback):
         self._last: tuple[int, float] | None = None  # step and time of the last redraw (or the start)
         self._latest: dict[str, Any] = {}  # the last reported value of each metric
         self._reported = reporter.default_reporter().reported.reader()
+        _bar_class()  # a missing tqdm is an error here, before training starts
         self._shown = 0  # the steps the bar counts
+        self._time_from_next_step = False
 
     def on_begin(self, step: int, **context: Any) -> None:
         super().on_begin(step, **context)
         self._open(step - 1)
+        self._time_from_next_step = True
 
     def on_step(self, step: int, **context: Any) -> None:
         if self.bar is None:
             # No on_begin in a hand-written loop: the bar starts at the first step seen.
             self._open(step)
             return
+        if self._time_from_next_step:
+            # Steps/s is timed from the end of the first step, whose time is mostly compilation.
+            self._last = (step, self._clock())
+            self._time_from_next_step = False
         super().on_step(step, **context)
 
     def run(self, step: int, **context: Any) -> None:
@@ -117,6 +130,7 @@ class ReportProgress(PeriodicCallback):
         self._latest = {}
         self.steps_per_sec = None
         self._last = (done, self._clock())
+        self._time_from_next_step = False
         self._shown = done
         self.bar = _bar_class()(
             total=self.num_train_steps,
@@ -160,7 +174,7 @@ def _bar_class() -> type:
     global _BAR_CLASS
     if _BAR_CLASS is None:
         # Imported here: tqdm (and, in a notebook, ipywidgets) only when a bar is shown.
-        from tqdm.auto import tqdm
+        tqdm = import_optional("tqdm.auto", extra="progress", purpose="ReportProgress").tqdm
 
         class _Bar(tqdm):
             def __init__(self, *args: Any, progress: ReportProgress, **kwargs: Any) -> None:
@@ -178,3 +192,9 @@ def _bar_class() -> type:
 
         _BAR_CLASS = _Bar
     return _BAR_CLASS
+
+
+__all__ = [
+    "STEPS_PER_SEC",
+    "ReportProgress",
+]

@@ -12,7 +12,7 @@ from jaxtrack.trackers.base import Tracker
 
 
 class ReportMetrics(PeriodicCallback):
-    """Reports the metrics a :func:`jaxtrack.jit` step collected since the last report.
+    """Reports the metrics a [`jaxtrack.jit`][jaxtrack.jit] step collected since the last report.
 
     At each due step the interval's values go to ``tracker`` (default: the
     current tracker) through the background reporter: nothing waits for the
@@ -20,21 +20,23 @@ class ReportMetrics(PeriodicCallback):
     ``{prefix}steps_per_sec`` and ``{prefix}step_time_secs``, measured on the
     host clock between reports (no device sync; with asynchronous dispatch
     the host may run a few steps ahead, which averages out over an interval).
+    The first step, whose time is mostly compilation, is left out of it.
     At the end of training the last, partial interval is reported too.
 
-    >>> import jax.numpy as jnp, jaxtrack as jt
-    >>> from jaxtrack.callbacks import ReportMetrics
-    >>> @jt.jit
-    ... def step(x):
-    ...     jt.jit_log({"x": x})
-    ...     return x + 1
-    >>> hooks = [ReportMetrics(step, every_steps=2, prefix="train/")]
-    >>> with jt.current_tracker(jt.NoopTracker()):
-    ...     x = jnp.float32(0)
-    ...     for i in range(1, 5):
-    ...         x = step(x)
-    ...         for hook in hooks:
-    ...             hook(i)
+    Examples:
+        >>> import jax.numpy as jnp, jaxtrack as jt
+        >>> from jaxtrack.callbacks import ReportMetrics
+        >>> @jt.jit
+        ... def step(x):
+        ...     jt.jit_log({"x": x})
+        ...     return x + 1
+        >>> hooks = [ReportMetrics(step, every_steps=2, prefix="train/")]
+        >>> with jt.current_tracker(jt.NoopTracker()):
+        ...     x = jnp.float32(0)
+        ...     for i in range(1, 5):
+        ...         x = step(x)
+        ...         for hook in hooks:
+        ...             hook(i)
     """
 
     def __init__(
@@ -59,17 +61,20 @@ class ReportMetrics(PeriodicCallback):
         self._clock = clock
         self._last: tuple[int, float] | None = None  # step and time of the last report (or the start)
         self._last_step: int | None = None
+        self._begun = False
 
     def on_begin(self, step: int, **context: Any) -> None:
         super().on_begin(step, **context)
-        self._last = (step - 1, self._clock())
+        self._last = None
+        self._begun = True
 
     def on_step(self, step: int, **context: Any) -> None:
         self._last_step = step
         if self._last is None:
-            # No on_begin in a hand-written loop: time from the first step seen.
+            # Steps/s is timed from the end of the first step, whose time is mostly compilation.
             self._last = (step, self._clock())
-            return
+            if not self._begun:
+                return  # a hand-written loop without on_begin: the schedule starts after this step too
         super().on_step(step, **context)
 
     def run(self, step: int, **context: Any) -> None:
@@ -87,3 +92,8 @@ class ReportMetrics(PeriodicCallback):
             extra = {f"{self.prefix}steps_per_sec": steps / seconds, f"{self.prefix}step_time_secs": seconds / steps}
         self.tracked_fn.report(step, tracker=self.tracker, prefix=self.prefix, extra=extra)
         self._last = (step, now)
+
+
+__all__ = [
+    "ReportMetrics",
+]
