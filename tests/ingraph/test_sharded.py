@@ -19,7 +19,7 @@ import pytest
 TESTS = pathlib.Path(__file__).resolve().parents[1]
 
 SCRIPT = r"""
-import json, sys
+import json, logging, sys
 sys.path.insert(0, TESTS)
 
 import jax
@@ -88,14 +88,30 @@ variants = {
         donate_argnums=0,
     ),
 }
+class CompileCounter(logging.Handler):
+    # Counts JAX's "Compiling body ..." log lines: how often the step itself was compiled.
+    count = 0
+
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith("Compiling") and "body" in message:
+            CompileCounter.count += 1
+
+
+jax.config.update("jax_log_compiles", True)
+logging.getLogger("jax").addHandler(CompileCounter())
+logging.getLogger("jax").propagate = False
+
 result = {"variants": {}}
 for name, make in variants.items():
+    CompileCounter.count = 0
     step = make()
     params = jax.device_put(initial, replicated)
     params, outputs = train(step, params)
     taken = step.take_metrics()
     x_sharding = outputs[0][1].sharding
     tracker = RecordingTracker()
+    compiles_first = CompileCounter.count
     params, outputs_again = train(step, jax.device_put(initial, replicated))
     step.report(STEPS, tracker=tracker)
     assert jt.flush(timeout=120)
@@ -105,7 +121,28 @@ for name, make in variants.items():
         "pred_sharded_over": len(x_sharding.device_set),
         "taken": {k: plain(v) for k, v in taken.items()},
         "reported": [[s, {k: plain(v) for k, v in m.items()}] for s, m, _ in tracker.logs],
+        "compiles_first": compiles_first,
+        "compiles_again": CompileCounter.count - compiles_first,
     }
+
+# A step logging only scalars over a sharded batch: its accumulator is replicated, so it is placed as the step
+# returns it before the first call, and the step is compiled once (not once for a host accumulator, then again).
+@jt.jit
+def scalar_body(params, x, y):
+    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
+    jt.jit_log({"loss": loss})
+    return jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
+
+
+CompileCounter.count = 0
+params = jax.device_put(initial, replicated)
+with jt.current_tracker(jt.NoopTracker()):
+    for interval in range(3):
+        for s in range(STEPS):
+            params = scalar_body(params, jax.device_put(xs[s], data), jax.device_put(ys[s], data))
+        scalar_body.report(STEPS * (interval + 1))
+    assert jt.flush(timeout=120)
+result["scalar_compiles"] = CompileCounter.count
 
 # The fallback: jit_log in a plain jax.jit over the same mesh logs once per step, globally.
 @jax.jit
@@ -204,6 +241,14 @@ def test_sharded_step_reports_global_values(sharded_run, variant):
     [(step, reported)] = run["reported"]
     assert step == 4
     _check_metrics(reported, run["outputs_again"], f"{variant} report")
+    # The accumulator of the per-example metric is sharded like the batch, which the step's first call
+    # cannot know: a second program at the second step, then no more, however many intervals follow.
+    assert run["compiles_first"] <= 2
+    assert run["compiles_again"] == 0
+
+
+def test_a_step_over_a_sharded_batch_is_compiled_once(sharded_run):
+    assert sharded_run["scalar_compiles"] == 1
 
 
 def test_sharded_fallback_logs_once_per_step_with_global_values(sharded_run):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 
 import jax
@@ -585,3 +586,61 @@ def test_accumulator_and_live_memory_do_not_grow_with_the_steps_of_an_interval()
     assert sum(a.nbytes for a in step._acc) == accumulator_bytes
     assert max(samples[100:]) <= max(samples[:100])
     assert step.steps_since_take == 501
+
+
+class _CompileCounter(logging.Handler):
+    """Counts JAX's "Compiling <name> ..." log lines for one function name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name, self.count = name, 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Compiling") and f"jit({self.name})" in message:
+            self.count += 1
+
+
+@pytest.fixture
+def compiles():
+    """``compiles(name)`` starts counting the compilations of the function ``name``."""
+    logger, counters = logging.getLogger("jax"), []
+    previous = jax.config.jax_log_compiles
+    jax.config.update("jax_log_compiles", True)
+
+    def start(name: str) -> _CompileCounter:
+        counters.append(_CompileCounter(name))
+        logger.addHandler(counters[-1])
+        return counters[-1]
+
+    yield start
+    for counter in counters:
+        logger.removeHandler(counter)
+    jax.config.update("jax_log_compiles", previous)
+
+
+def test_a_step_on_committed_arrays_is_compiled_once_also_after_a_restore(tracker, compiles):
+    """Committed arguments (device_put, restored from a checkpoint) make the step return a committed
+    accumulator; the fresh one is placed the same way, so no interval needs a program of its own."""
+    counter = compiles("committed_step")
+
+    @jt.jit
+    def committed_step(w):
+        jt.jit_log({"w": w.sum()})
+        return w + 1
+
+    w = np.zeros(3, np.float32)  # host arrays, uncommitted: one program
+    for step in range(1, 5):
+        w = committed_step(w)
+        if step % 2 == 0:
+            committed_step.report(step)
+    assert counter.count == 1
+    w = jax.device_put(np.zeros(3, np.float32), jax.devices()[0])  # as a checkpoint restores it: committed
+    for step in range(5, 11):
+        w = committed_step(w)
+        if step % 2 == 0:
+            committed_step.report(step)
+    assert counter.count == 2  # one program for committed arguments, whatever the intervals
+    assert jt.flush(timeout=60)
+    assert [step for step, _, _ in tracker.logs] == [2, 4, 6, 8, 10]
+    assert _floats(tracker.logs[-1][1]) == {"w": pytest.approx(3 * (4 + 5) / 2)}  # steps 9, 10 see w = 4, 5

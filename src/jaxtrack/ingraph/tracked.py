@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from jaxtrack import reporter, tracking
 from jaxtrack.ingraph.capture import is_tracing, open_frame
@@ -291,7 +292,7 @@ class TrackedFunction:
             if not calls or not self._layout.specs:
                 return None
             taken = self._layout, self._acc
-            self._acc = self._layout.initial_on_host
+            self._acc = _placed_as(self._layout.initial_on_host, self._acc)
             return taken
 
     @property
@@ -312,6 +313,8 @@ class TrackedFunction:
     def _with_room(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``call(accumulator, *args, **kwargs)``, growing the accumulator first if tracing finds new metrics."""
         while True:
+            if self._layout.specs and self._acc is self._layout.initial_on_host:
+                self._acc = _placed_like(self._acc, (args, kwargs))
             try:
                 return call(self._acc, *args, **kwargs)
             except _NewMetrics as new:
@@ -406,6 +409,38 @@ class TrackedFunction:
 
     def __repr__(self) -> str:
         return f"jaxtrack.jit({getattr(self.fun, '__qualname__', self.fun)!r})"
+
+
+def _placed_as(host_acc: tuple[np.ndarray, ...], taken: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A fresh accumulator with the shardings of the one just taken, so the next call runs the same program."""
+    if not all(isinstance(array, jax.Array) and array.committed for array in taken):
+        return host_acc  # the step's arguments are not committed: neither need the accumulator be
+    return tuple(jax.device_put(fresh, array.sharding) for fresh, array in zip(host_acc, taken, strict=True))
+
+
+def _placed_like(host_acc: tuple[np.ndarray, ...], arguments: Any) -> tuple[Any, ...]:
+    """A fresh accumulator, committed to the devices of the step's committed arguments, if it has any.
+
+    A step whose arguments are committed (``device_put``, sharded, restored
+    by Orbax) returns a committed accumulator, and JAX compiles a call with a
+    committed accumulator apart from one with a host one: the step would be
+    compiled twice, and again after every restore. Placed as the step will
+    return it (replicated over the arguments' devices), it is compiled once;
+    a metric whose accumulator the compiler shards (a per-example value of a
+    sharded batch) costs one more compile, after which
+    ``_placed_as`` keeps its sharding.
+    """
+    for leaf in jax.tree_util.tree_leaves(arguments):
+        if isinstance(leaf, jax.Array) and leaf.committed:
+            sharding = leaf.sharding
+            if isinstance(sharding, NamedSharding):
+                target: jax.sharding.Sharding = NamedSharding(sharding.mesh, PartitionSpec())
+            elif len(sharding.device_set) == 1:
+                target = SingleDeviceSharding(next(iter(sharding.device_set)))
+            else:
+                return host_acc  # another kind of sharding: JAX places it (a second compile at worst)
+            return tuple(jax.device_put(array, target) for array in host_acc)
+    return host_acc
 
 
 def _signature(fun: Any) -> inspect.Signature | None:
