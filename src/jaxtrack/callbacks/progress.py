@@ -174,7 +174,7 @@ def _bar_class() -> type:
     global _BAR_CLASS
     if _BAR_CLASS is None:
         # Imported here: tqdm (and, in a notebook, ipywidgets) only when a bar is shown.
-        tqdm = import_optional("tqdm.auto", extra="progress", purpose="ReportProgress").tqdm
+        tqdm: Any = import_optional("tqdm.auto", extra="progress", purpose="ReportProgress").tqdm
 
         class _Bar(tqdm):
             def __init__(self, *args: Any, progress: ReportProgress, **kwargs: Any) -> None:
