@@ -315,7 +315,9 @@ def finish(*, status: str = "finished", timeout: float | None = FINISH_TIMEOUT_S
         _end_strict(tracker)
 
 
-def _finish(tracker: Tracker, *, status: str = "finished", timeout: float | None = FINISH_TIMEOUT_SECS) -> None:
+def _finish(
+    tracker: Tracker, *, status: str = "finished", timeout: float | None = FINISH_TIMEOUT_SECS, stacklevel: int = 3
+) -> None:
     _unfinished.discard(tracker)
     _wait_for_callbacks()
     if status != "finished":
@@ -339,7 +341,7 @@ def _finish(tracker: Tracker, *, status: str = "finished", timeout: float | None
         warnings.warn(
             "jaxtrack: not everything logged reached every backend: " + "; ".join(lost),
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,  # the user's line: finish(), the end of a `with`, a writer's close()
         )
 
 
@@ -431,13 +433,17 @@ def _wait_for_callbacks() -> None:
 
 
 def release(tracker: Tracker) -> None:
-    """Finishes ``tracker`` and, if it is the current tracker, unsets it (what leaving ``with tracker:`` does)."""
+    """Finishes ``tracker`` and, if it is the current tracker, unsets it (what leaving ``with tracker:`` does).
+
+    Its callers (``Tracker.__exit__``, a CLU writer's ``close``) call it for
+    the user: a warning about lost reports points at the user's line.
+    """
     global _current
     _wait_for_callbacks()
     with _lock:
         if _current is tracker:
             _current = None
-    _finish(tracker)
+    _finish(tracker, stacklevel=4)
 
 
 def init_tracker(spec: Any = None, *, run_id: str | None = None, strict: bool = False) -> Tracker:

@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -148,6 +149,50 @@ def test_as_metric_writer_maps_every_write(caplog):
     assert "write_audios is skipped" in warnings[0] and "speech" in warnings[0]
     assert "write_summaries is skipped" in warnings[1]
     assert recording.flushed >= 1 and recording.finished == 1
+
+
+class _ThreadRecordingTracker(RecordingTracker):
+    """Records the thread each call runs on, and refuses keys starting with ``bad``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def log(self, metrics, *, step=None, commit=None):
+        self.threads.append(threading.current_thread().name)
+        super().log(metrics, step=step, commit=commit)
+
+    def validate(self, metrics):
+        for key in metrics:
+            if key.startswith("bad"):
+                raise ValueError(f"refuses {key!r}")
+
+
+def test_writes_reach_the_tracker_off_the_calling_thread_as_host_values():
+    """A CLU loop writing every step does not do the tracker's work (device fetch, disk writes) itself."""
+    recording = _ThreadRecordingTracker()
+    writer = as_metric_writer(recording)
+    writer.write_scalars(1, {"loss": jnp.float32(0.5)})
+    writer.write_hparams({"lr": 0.1})
+    with pytest.raises(ValueError, match="refuses 'bad/key'"):
+        writer.write_scalars(2, {"bad": {"key": 1.0}})  # refused where it is written, not lost later
+    writer.flush()  # returns once delivered
+    assert recording.logs == [(1, {"loss": 0.5}, None)] and type(recording.logs[0][1]["loss"]) is not jax.Array
+    assert recording.threads and threading.current_thread().name not in recording.threads
+    assert recording.hparams == [{"lr": 0.1}] and recording.flushed >= 1
+    writer.close()
+    assert recording.finished == 1
+
+
+def test_closing_the_writer_of_the_current_tracker_unsets_it():
+    """After close() the tracker is finished; jaxtrack.log then warns that no tracker is set, it does not fail."""
+    tracker = jt.init_tracker({"type": "noop"})
+    writer = as_metric_writer(tracker)
+    writer.write_scalars(1, {"loss": 1.0})
+    writer.close()
+    assert jt.tracking.current_or_none() is None
+    with pytest.warns(jt.NoTrackerWarning):
+        jt.log({"loss": 2.0}, step=2)
 
 
 def _same_histogram(a: jt.Histogram, b: jt.Histogram) -> bool:

@@ -25,7 +25,13 @@ How values map, writer to tracker ([`as_metric_writer`][jaxtrack.trackers.clu.as
 | ``write_audios`` | skipped, with a warning the first time: jaxtrack has no audio value |
 | ``write_summaries`` | skipped, with a warning the first time: raw tensors for TensorBoard plugins have no jaxtrack equivalent |
 | ``write_hparams`` | ``tracker.log_hyperparameters`` |
-| ``flush`` / ``close`` | ``tracker.flush()`` / ``tracker.finish()`` |
+| ``flush`` / ``close`` | ``tracker.flush()`` (waits until everything written reached it) / ``tracker.finish()`` (and unsets it if current) |
+
+The tracker is called as by ``jaxtrack.log``: the writer checks the values on
+the calling thread (a value the tracker refuses is an error there), then queues
+the call for the background reporter, which copies device arrays to the host and
+calls the tracker off the training thread. A CLU loop writing every step
+therefore waits for neither the device nor the disk.
 
 Tracker to writer ([`from_metric_writer`][jaxtrack.trackers.clu.from_metric_writer]): each ``log`` is split by value
 kind into ``write_scalars`` (numbers, bools, 0-d arrays), ``write_texts``
@@ -48,10 +54,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jaxtrack import reporter, tracking
 from jaxtrack._optional import import_optional
 from jaxtrack.redaction import redact
 from jaxtrack.trackers.base import StepCounter, Tracker, check_step
-from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, Image, check_value, flatten, normalize, to_host, to_plain
+from jaxtrack.values import (
+    DEFAULT_NUM_BINS,
+    Histogram,
+    Image,
+    check_value,
+    check_values,
+    flatten,
+    normalize,
+    to_host,
+    to_plain,
+)
 
 if TYPE_CHECKING:
     from clu.metric_writers.interface import MetricWriter
@@ -377,21 +394,25 @@ def _tracker_metric_writer_class() -> type:
 
         def write_hparams(self, hparams: Mapping[str, Any]) -> None:
             # Redacted here too: the tracker behind the writer may be one a user wrote.
-            self.tracker.log_hyperparameters(redact(hparams))
+            reporter.call_soon(self.tracker, "log_hyperparameters", redact(hparams))
 
         def flush(self) -> None:
-            self.tracker.flush()
+            # Returns once everything written so far has reached the tracker and been written out.
+            reporter.call_soon(self.tracker, "flush", wait=True, timeout=tracking.FINISH_TIMEOUT_SECS)
 
         def close(self) -> None:
             with self._lock:
                 if self._closed:
                     return
                 self._closed = True
-            self.tracker.finish()
+            tracking.release(self.tracker)  # finished, and no longer current if it was
 
         def _log(self, step: int, values: dict[str, Any]) -> None:
+            # As jaxtrack.log: checked on the caller's thread, then queued for the background
+            # reporter, which fetches device arrays and calls the tracker off the training thread.
             if values:
-                self.tracker.log(values, step=check_step(step))
+                self.tracker.validate(check_values(values))
+                reporter.call_soon(self.tracker, "log", values, step=check_step(step))
 
         def __repr__(self) -> str:
             return f"as_metric_writer({self.tracker!r})"
@@ -405,8 +426,10 @@ def as_metric_writer(tracker: Tracker, *, num_bins: int = DEFAULT_NUM_BINS) -> M
     """A CLU ``MetricWriter`` that writes to ``tracker``, e.g. inside CLU's ``AsyncMultiWriter``.
 
     ``num_bins`` is the number of buckets of a histogram when ``write_histograms``
-    gives none. The [module docstring][jaxtrack.trackers.clu] lists how each ``write_*`` call maps;
-    ``close`` finishes the tracker.
+    gives none. The [module docstring][jaxtrack.trackers.clu] lists how each ``write_*`` call maps.
+    Writes are checked where they are made, then delivered off the calling
+    thread by the background reporter; ``flush`` waits for them, ``close``
+    finishes the tracker.
 
     Examples:
         >>> from jaxtrack.trackers.base import NoopTracker
