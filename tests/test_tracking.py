@@ -380,3 +380,24 @@ def test_new_run_ids_are_unique_and_safe():
     for run_id in ids:
         assert tracking.validate_run_id(run_id) == run_id
         assert os.sep not in run_id
+
+
+class _RefusingTracker(RecordingTracker):
+    """Refuses keys that start with ``bad`` (a backend's limits, as TensorBoard's float32 range)."""
+
+    def validate(self, metrics):
+        for key in metrics:
+            if key.startswith("bad"):
+                raise ValueError(f"this backend cannot record {key!r}")
+
+
+def test_a_value_a_backend_refuses_is_an_error_at_the_call_for_log_and_log_summary():
+    tracker = _RefusingTracker()
+    with jt.current_tracker(tracker):
+        with pytest.raises(ValueError, match="'bad/x'"):
+            jt.log({"bad": {"x": 1.0}}, step=0)
+        with pytest.raises(ValueError, match="'bad_best'"):
+            jt.log_summary({"bad_best": 1.0})
+        jt.log_summary({"best": 1.0})
+        jt.flush()
+    assert tracker.logs == [] and tracker.summaries == [{"best": 1.0}]  # nothing refused was queued

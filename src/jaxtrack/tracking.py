@@ -186,8 +186,9 @@ def log_summary(metrics: Mapping[str, Any]) -> None:
         >>> with jt.current_tracker(jt.NoopTracker()):
         ...     jt.log_summary({"best_loss": 0.0})
     """
-    check_values(metrics)
-    reporter.call_soon(_get(), "log_summary", metrics)
+    tracker = _get()
+    tracker.validate(check_values(metrics))  # a backend's limits hold for its summary too
+    reporter.call_soon(tracker, "log_summary", metrics)
 
 
 def log_hyperparameters(hparams: Mapping[str, Any]) -> None:

@@ -95,10 +95,14 @@ class Tracker(abc.ABC):
     def validate(self, metrics: Mapping[str, Any]) -> None:  # noqa: B027 - optional, for backends with limits
         """Raises an error naming the key if this backend cannot record ``metrics`` (flat ``"a/b"`` keys).
 
-        Called by [`jaxtrack.log`][jaxtrack.log] on the caller's thread before the
-        values are queued, so a value the backend would refuse is an error at
-        the call, not a report lost later. It sees the values as logged (JAX
-        arrays not fetched), so it checks names and host values only.
+        Called by [`jaxtrack.log`][jaxtrack.log], [`jaxtrack.log_summary`][jaxtrack.log_summary]
+        and a CLU writer's ``write_*`` on the caller's thread before the values
+        are queued, so a value the backend would refuse is an error at the
+        call, not a report lost later. It sees the values as logged (JAX
+        arrays not fetched), so it checks names and host values only. The
+        in-graph metrics of a [`jaxtrack.jit`][jaxtrack.jit] step are not
+        checked: their names are only known once the step is traced, and
+        their values are numbers, arrays and histograms, which every backend takes.
         """
 
     def set_status(self, status: str) -> None:  # noqa: B027 - optional, for backends that record how a run ended
