@@ -179,6 +179,18 @@ def test_register_rejects_a_taken_name_and_non_configs():
         jt.TrackerConfig.register("x")(dict)  # type: ignore[arg-type]
 
 
+def test_a_config_registered_under_a_second_name_keeps_its_first():
+    @jt.TrackerConfig.register("aliased_first")
+    @dataclasses.dataclass(frozen=True)
+    class Aliased(jt.TrackerConfig):
+        def init(self, run_id):
+            return jt.NoopTracker()
+
+    jt.TrackerConfig.register("aliased_second")(Aliased)  # e.g. also offered through an entry point
+    assert jt.TrackerConfig.parse({"type": "aliased_second"}) == Aliased()
+    assert Aliased().to_dict() == {"type": "aliased_first"}
+
+
 def test_coerce_handles_optional_and_nested_types():
     assert coerce(None, str | None, "f") is None
     assert coerce({"a": [1, 2]}, dict[str, list[int]], "f") == {"a": [1, 2]}

@@ -97,7 +97,9 @@ class TrackerConfig(abc.ABC):
                 raise TrackerConfigError(
                     f"tracker type {name!r} is already registered by {existing.__module__}.{existing.__qualname__}"
                 )
-            config_cls.type_name = name
+            if "type_name" not in vars(config_cls):
+                # A class registered under a second name (an alias, an entry point) keeps its first: to_dict stays stable.
+                config_cls.type_name = name
             TrackerConfig._registry[name] = config_cls
             return config_cls
 
