@@ -368,6 +368,34 @@ def test_init_tracker_cleans_up_when_a_later_backend_fails():
     assert built[0].finished == 1
 
 
+def test_init_tracker_list_takes_trackers_built_in_code_next_to_configs(tmp_path):
+    """As the seed's example builds WandbTracker(wandb.init()) itself, next to a config-made local store."""
+    mine = RecordingTracker("mine")
+    tracker = jt.init_tracker([mine, {"type": "local", "path": str(tmp_path / "runs.db")}], run_id="mixed")
+    assert isinstance(tracker, jt.CompositeTracker)
+    assert tracker.trackers[0] is mine and jt.get_tracker("local").run_id == "mixed"
+    with tracker:
+        jt.log({"loss": 0.5}, step=1)
+    assert mine.logs == [(1, {"loss": 0.5}, None)] and mine.finished == 1
+    with jt.RunStore(tmp_path / "runs.db") as store:
+        assert store.history("mixed") == [{"step": 1, "loss": 0.5}]
+    with pytest.raises(jt.TrackerConfigError, match="lcoal"):  # the configs are still checked before any starts
+        jt.init_tracker([RecordingTracker(), {"type": "lcoal"}])
+
+
+def test_init_tracker_leaves_the_callers_trackers_alone_when_a_backend_fails():
+    @jt.TrackerConfig.register("test_fails_always")
+    @dataclasses.dataclass(frozen=True)
+    class FailingConfig(jt.TrackerConfig):
+        def init(self, run_id):
+            raise RuntimeError("backend down")
+
+    mine = RecordingTracker("mine")
+    with pytest.raises(RuntimeError, match="backend down"):
+        jt.init_tracker([mine, {"type": "test_fails_always"}])
+    assert mine.finished == 0  # not started here, not finished here
+
+
 @pytest.mark.parametrize("bad", ["../up", "a/b", "has space", ".hidden", ""])
 def test_init_tracker_rejects_unsafe_run_ids(bad):
     with pytest.raises(ValueError, match="run_id"):

@@ -38,6 +38,7 @@ from jaxtrack.trackers import (
 )
 from jaxtrack.trackers.clu import as_metric_writer, from_metric_writer
 from jaxtrack.tracking import (
+    BackendError,
     NoTrackerWarning,
     current_tracker,
     finish,
@@ -56,6 +57,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "as_metric_writer",
+    "BackendError",
     "from_metric_writer",
     "StopTraining",
     "train",

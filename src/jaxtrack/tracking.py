@@ -456,7 +456,8 @@ def init_tracker(spec: Any = None, *, run_id: str | None = None, strict: bool = 
     anything [`TrackerConfig.parse`][jaxtrack.trackers.TrackerConfig.parse] reads (a config, a dict
     with ``type:``, YAML text) or a list of those, which gives a
     [`CompositeTracker`][jaxtrack.CompositeTracker]; a [`Tracker`][jaxtrack.Tracker] is used as
-    is. Every backend gets the same ``run_id`` (one is made up if not given).
+    is, alone or in the list (``[WandbTracker(wandb.init()), {"type": "local"}]``).
+    Every backend made from a config gets the same ``run_id`` (one is made up if not given).
     In a ``jax.distributed`` run every process calls ``init_tracker`` alike:
     all use the id process 0 made up, and a given id is checked to be the same
     on every process (see [`agree_on_run_id`][jaxtrack.multihost.agree_on_run_id]).
@@ -482,19 +483,24 @@ def init_tracker(spec: Any = None, *, run_id: str | None = None, strict: bool = 
     if isinstance(spec, Tracker):
         tracker = spec
     else:
-        parsed = TrackerConfig.parse(spec)
+        # A list may hold trackers built in code next to configs; every config is checked before any starts.
+        given = list(spec) if isinstance(spec, (list, tuple)) else []
+        parsed = TrackerConfig.parse([item for item in given if not isinstance(item, Tracker)] if given else spec)
         # In a jax.distributed run every process gets the same id (process 0's, if none is given).
         run_id = agree_on_run_id(validate_run_id(run_id) if run_id is not None else None, new_run_id)
         if isinstance(parsed, list):
-            built: list[Tracker] = []
+            configs = iter(parsed)
+            entries = [item if isinstance(item, Tracker) else next(configs) for item in given] if given else parsed
+            backends: list[Tracker] = []
             try:
-                for config in parsed:
-                    built.append(config.init(run_id))
+                for entry in entries:
+                    backends.append(entry if isinstance(entry, Tracker) else entry.init(run_id))
             except BaseException:
-                for tracker in built:
-                    tracker.finish()
+                for backend in backends:
+                    if not any(backend is item for item in given):  # finish what was started here, not the caller's
+                        backend.finish()
                 raise
-            tracker = CompositeTracker(built)
+            tracker = CompositeTracker(backends)
         else:
             tracker = parsed.init(run_id)
     global _strict
