@@ -404,7 +404,7 @@ def test_log_artifact_copies_files_and_directories_into_the_run(tmp_path: Path) 
     assert (artifacts / "notes.txt").read_text() == "hello"
     assert (artifacts / "model_checkpoint" / "params.bin").read_bytes() == b"\x00\x01weights"
     assert (artifacts / "model_checkpoint" / "nested" / "opt.txt").read_text() == "optimizer state"
-    assert (artifacts / "evil").read_text() == "hello"
+    assert (artifacts / "evil.txt").read_text() == "hello"  # a name without a suffix keeps the file's
     # Nothing escaped the run directory.
     outside = {p for p in tmp_path.rglob("*") if p.is_file()} - set(sources.rglob("*"))
     assert all(logdir in p.parents for p in outside), sorted(outside)
@@ -414,6 +414,16 @@ def test_log_artifact_copies_files_and_directories_into_the_run(tmp_path: Path) 
     ((step, note),) = _tensors(acc, "artifacts/model_checkpoint")
     assert step == 6
     assert "model" in note.item().decode() and "artifacts/model_checkpoint" in note.item().decode()
+    assert str(tmp_path) not in note.item().decode()  # the source's name, not a path of this machine
+
+
+def test_log_configuration_keeps_a_yaml_file_with_the_run(tmp_path: Path) -> None:
+    with jaxtrack.init_tracker({"type": "tensorboard", "logdir": str(tmp_path)}, run_id="cfg") as tracker:
+        jaxtrack.log_configuration({"lr": 0.1, "layers": [2, 3]})
+        logdir = tracker.logdir
+    assert (Path(logdir) / "artifacts" / "config.yaml").read_text() == "lr: 0.1\nlayers:\n- 2\n- 3\n"
+    ((_, note),) = _tensors(_accumulator(Path(logdir)), "artifacts/config.yaml")
+    assert "jaxtrack-config-" not in note.item().decode()  # the temporary file it was written to is gone
 
 
 def test_log_artifact_replaces_an_earlier_directory_of_the_same_name(tmp_path: Path) -> None:

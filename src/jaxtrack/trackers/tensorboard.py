@@ -181,7 +181,10 @@ class TensorboardTracker(Tracker):
         with self._lock:
             self._check_open()
             source = os.fspath(artifact_path)
-            target_name = self._artifact_file_name(name or os.path.basename(os.path.normpath(source)))
+            source_name = os.path.basename(os.path.normpath(source))
+            if name and os.path.isfile(source) and not os.path.splitext(name)[1]:
+                name += os.path.splitext(source_name)[1]  # "config" from config.yaml stays a .yaml file
+            target_name = self._artifact_file_name(name or source_name)
             if self._writer is None:
                 return
             target = os.path.join(self.logdir, "artifacts", target_name)
@@ -194,7 +197,8 @@ class TensorboardTracker(Tracker):
                 shutil.copytree(source, target)
             else:
                 shutil.copyfile(source, target)
-            note = f"artifact of type {type or 'unspecified'} from {source}, stored at artifacts/{target_name}"
+            # The source's name, not its path: it may be a temporary file, and paths name the machine.
+            note = f"artifact of type {type or 'unspecified'} from {source_name}, stored at artifacts/{target_name}"
             self._write(self._summary_values({f"artifacts/{target_name}": note}), max(self._last_step, 0))
 
     def _artifact_file_name(self, name: str) -> str:
