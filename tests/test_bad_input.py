@@ -706,7 +706,7 @@ def test_keys_names_and_artifact_names_never_write_outside_the_log_directory(tmp
         path = pathlib.Path(artifact["path"])
         assert path.exists() and path.resolve().is_relative_to(logs.resolve())
     stored = files_under(logs / "tb" / "safe-run" / "artifacts")
-    assert {"escape-artifact", "escape-directory/weights.bin", "escape-config", "artifact"} <= stored
+    assert {"escape-artifact.bin", "escape-directory/weights.bin", "escape-config.yaml", "artifact.bin"} <= stored
 
 
 def test_tensorboard_keeps_artifacts_whose_names_sanitize_alike_apart(tmp_path):

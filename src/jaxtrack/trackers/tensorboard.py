@@ -182,9 +182,9 @@ class TensorboardTracker(Tracker):
             self._check_open()
             source = os.fspath(artifact_path)
             source_name = os.path.basename(os.path.normpath(source))
-            if name and os.path.isfile(source) and not os.path.splitext(name)[1]:
-                name += os.path.splitext(source_name)[1]  # "config" from config.yaml stays a .yaml file
-            target_name = self._artifact_file_name(name or source_name)
+            # A name without a suffix keeps the file's: "config" from config.yaml stays a .yaml file.
+            suffix = os.path.splitext(source_name)[1] if name and os.path.isfile(source) else ""
+            target_name = self._artifact_file_name(name or source_name, suffix)
             if self._writer is None:
                 return
             target = os.path.join(self.logdir, "artifacts", target_name)
@@ -201,13 +201,16 @@ class TensorboardTracker(Tracker):
             note = f"artifact of type {type or 'unspecified'} from {source_name}, stored at artifacts/{target_name}"
             self._write(self._summary_values({f"artifacts/{target_name}": note}), max(self._last_step, 0))
 
-    def _artifact_file_name(self, name: str) -> str:
+    def _artifact_file_name(self, name: str, suffix: str = "") -> str:
         """A safe file name for artifact ``name``: the same name again replaces it, another never does."""
         base = safe_file_name(name)
+        if suffix and not os.path.splitext(base)[1]:
+            base += suffix
+        stem, extension = os.path.splitext(base)
         candidate, number = base, 1
         while self._artifact_names.setdefault(candidate, name) != name:
             number += 1
-            candidate = f"{base}-{number}"
+            candidate = f"{stem}-{number}{extension}"  # model_v1-2.txt, still opened as a .txt
         return candidate
 
     def flush(self) -> None:
