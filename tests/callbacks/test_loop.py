@@ -9,6 +9,9 @@ import subprocess
 import sys
 import textwrap
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import jaxtrack as jt
@@ -226,3 +229,39 @@ def test_a_failed_run_resumes_from_its_orbax_checkpoint_and_continues_the_step_c
     assert [step for step, _, _ in tracker.logs] == [9, 12]  # resumed at 8, same schedule
     assert checkpoint.all_steps()[-1] == 12
     np.testing.assert_allclose(final[0], uninterrupted[0], rtol=1e-6)
+
+
+def _steps_in_flight(max_steps_ahead):
+    """The most steps dispatched and not yet run by the device, seen by a hook after each step."""
+
+    @jax.jit
+    def slow_step(state, _):
+        x, count = state
+        for _ in range(4):  # milliseconds of device work a step: the host dispatches far faster
+            x = jnp.tanh(x @ x)
+        return x, count + 1
+
+    counts, in_flight = [], []
+
+    def hook(step, state, **_):
+        counts.append(state[1])  # not donated: stays valid to ask whether the device got there
+        in_flight.append(sum(not count.is_ready() for count in counts[-64:]))
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(300, 300)).astype(np.float32) / 20)
+    with jt.current_tracker(jt.NoopTracker()):
+        final = jt.train(
+            slow_step, (x, jnp.int32(0)), itertools.repeat(None), 96, callbacks=[hook], max_steps_ahead=max_steps_ahead
+        )
+        jax.block_until_ready(final)
+    return max(in_flight)
+
+
+def test_the_loop_never_runs_more_than_twice_max_steps_ahead_of_the_device():
+    # Unbounded, the host runs far ahead (memory grows; XLA's CPU collectives over simulated devices deadlock).
+    assert _steps_in_flight(None) > 8
+    assert _steps_in_flight(4) <= 8
+
+
+def test_max_steps_ahead_must_be_a_positive_integer():
+    with pytest.raises(ValueError, match="max_steps_ahead"):
+        jt.callbacks.Loop(lambda state, batch: state, num_steps=1, max_steps_ahead=0)

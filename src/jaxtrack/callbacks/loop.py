@@ -7,10 +7,16 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 from jaxtrack import tracking
 from jaxtrack.callbacks.base import Callback, CallbackList, PeriodicCallback, StopTraining
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_STEPS_AHEAD = 32
+"""How far the loop may dispatch steps ahead of the device, by default (it waits at most every this many steps)."""
 
 
 class Loop:
@@ -25,6 +31,14 @@ class Loop:
     before it propagates. With no tracker set, the run is recorded by the
     default one ([`jaxtrack.init_tracker`][jaxtrack.init_tracker] with no config: the local run
     store), which the loop finishes at the end.
+
+    The loop dispatches steps without waiting for the device (JAX's
+    asynchronous dispatch), but never more than twice ``max_steps_ahead``
+    steps ahead of it: every ``max_steps_ahead`` steps it waits until the
+    device has run the step that many steps back, which it nearly always
+    has. Unbounded, the dispatched steps pile up (their batches hold memory)
+    and XLA's CPU collectives over simulated devices can deadlock. ``None``
+    never waits.
 
     Examples:
         >>> import itertools, jaxtrack as jt
@@ -45,12 +59,18 @@ class Loop:
         *,
         num_steps: int,
         callbacks: Sequence[Callback | Callable[..., Any]] = (),
+        max_steps_ahead: int | None = DEFAULT_MAX_STEPS_AHEAD,
     ) -> None:
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
             raise ValueError(f"num_steps must be a non-negative integer, got {num_steps!r}")
+        if max_steps_ahead is not None and (
+            isinstance(max_steps_ahead, bool) or not isinstance(max_steps_ahead, int) or max_steps_ahead < 1
+        ):
+            raise ValueError(f"max_steps_ahead must be a positive integer or None, got {max_steps_ahead!r}")
         self.step_fn = step_fn
         self.num_steps = num_steps
         self.callbacks = CallbackList(callbacks)
+        self.max_steps_ahead = max_steps_ahead
 
     def add_callback(
         self,
@@ -88,6 +108,7 @@ class Loop:
         batch_iter = iter(batches)
         self.callbacks.on_begin(start, state=state)
         started = time.monotonic()
+        marker = None  # a copy of a state leaf, max_steps_ahead steps back: the device has reached it once ready
         try:
             for step in range(start, self.num_steps + 1):
                 try:
@@ -97,6 +118,8 @@ class Loop:
                     break
                 state = self.step_fn(state, batch)
                 completed = step
+                if self.max_steps_ahead is not None and step % self.max_steps_ahead == 0:
+                    marker = _hold_back(marker, state)
                 self.callbacks(step, state=state)
         except StopTraining as stop:
             logger.info("jaxtrack: training stopped at step %d: %s", completed, stop.reason)
@@ -148,6 +171,18 @@ class Loop:
         return state, 1
 
 
+def _hold_back(marker: jax.Array | None, state: Any) -> jax.Array | None:
+    """Waits for the previous marker, then marks where the device must get to next; returns the new marker.
+
+    The marker is a copy of the state's smallest array: the state itself may be
+    donated to the next step, and a donated array cannot be waited on.
+    """
+    if marker is not None:
+        marker.block_until_ready()
+    arrays = [leaf for leaf in jax.tree_util.tree_leaves(state) if isinstance(leaf, jax.Array)]
+    return jnp.copy(min(arrays, key=lambda array: array.size)) if arrays else None
+
+
 def train(
     step_fn: Callable[[Any, Any], Any],
     state: Any,
@@ -155,6 +190,7 @@ def train(
     num_steps: int,
     *,
     callbacks: Sequence[Callback | Callable[..., Any]] = (),
+    max_steps_ahead: int | None = DEFAULT_MAX_STEPS_AHEAD,
 ) -> Any:
     """Runs ``state = step_fn(state, batch)`` for steps 1..``num_steps``, with callbacks; returns the state.
 
@@ -167,7 +203,7 @@ def train(
         ...     jt.train(lambda state, batch: state + batch, 0, itertools.repeat(2), 5)
         10
     """
-    return Loop(step_fn, num_steps=num_steps, callbacks=callbacks).run(state, batches)
+    return Loop(step_fn, num_steps=num_steps, callbacks=callbacks, max_steps_ahead=max_steps_ahead).run(state, batches)
 
 
 __all__ = ["Loop", "train"]
