@@ -814,6 +814,11 @@ def test_select_keys_with_names_globs_and_kinds(tmp_path: Path) -> None:
             store.select_keys("keys", ["train/loss"], kind="text")
         with pytest.raises(KeyError, match="no scalar key 'note'"):
             store.scalars("keys", "note")
+        with pytest.raises(KeyError, match="no histogram key 'train/loss'"):
+            store.histograms("keys", "train/loss")
+        steps, histograms = store.histograms("keys", "w")
+        assert steps.tolist() == [row["step"] for row in store.history("keys", keys=["w"])]
+        assert all(isinstance(h, jt.Histogram) for h in histograms)
 
 
 def test_logging_after_finish_is_a_runtime_error(tmp_path: Path) -> None:

@@ -634,6 +634,33 @@ class RunStore:
         values = np.array([math.nan if row[1] is None else float(row[1]) for row in rows], dtype=np.float64)
         return steps, values
 
+    def histograms(self, run_id: str, key: str) -> tuple[np.ndarray, list[Histogram]]:
+        """One histogram metric as ``(steps, histograms)``: an int64 array and a [`Histogram`][jaxtrack.Histogram] a step.
+
+        Raises ``KeyError`` naming the run's histogram keys when ``key`` is not one.
+
+        Examples:
+            >>> import os, tempfile, numpy as np
+            >>> from jaxtrack.trackers.local import LocalTracker, RunStore
+            >>> path = os.path.join(tempfile.mkdtemp(), "runs.db")
+            >>> with LocalTracker(path, run_id="hist") as tracker:
+            ...     tracker.log({"weights": np.arange(6.0)}, step=1)
+            ...     tracker.log({"weights": np.arange(6.0) * 2}, step=2)
+            >>> with RunStore(path) as store:
+            ...     steps, histograms = store.histograms("hist", "weights")
+            >>> steps.tolist(), [float(h.max) for h in histograms], int(histograms[0].bucket_counts.sum())
+            ([1, 2], [5.0, 10.0], 6)
+        """
+        num = self._num(run_id)
+        rows = self._db.execute(
+            f"SELECT step, {_READ_COLUMNS['histograms']} FROM histograms "
+            "WHERE run = ? AND key = (SELECT id FROM keys WHERE name = ?) ORDER BY step",
+            (num, key),
+        ).fetchall()
+        if not rows:
+            self._missing_key(run_id, key, kind="histogram")
+        return np.array([row[0] for row in rows], dtype=np.int64), [_decode("histograms", row[1:]) for row in rows]
+
     def metric_stats(self, run_id: str) -> dict[str, dict[str, Any]]:
         """Per key: ``last`` value and ``last_step``, ``count``, and for scalars ``min`` and ``max`` (NaNs left out)."""
         num = self._num(run_id)
