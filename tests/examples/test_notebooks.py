@@ -46,10 +46,6 @@ def test_a_notebook_with_a_plain_script_is_in_step_with_it(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_every_notebook_is_executed_by_a_test(path):
     runners = [
-        test
-        for test in TESTS.glob("test_*.py")
-        if f"execute({path.name!r}" in test.read_text()
-        or (f'"{path.name}"' in test.read_text()
-        and "execute(" in test.read_text())
+        test.name for test in TESTS.glob("test_*.py") if path.name in (text := test.read_text()) and "execute(" in text
     ]
     assert runners, f"no test in {TESTS} executes {path.name}"
