@@ -295,7 +295,7 @@ def test_export_to_tensorboard_replays_config_history_and_summary(store, capsys,
     assert _plugin(acc, "weights") == "histograms" and _plugin(acc, "sample") == "images"
     assert _plugin(acc, "final_weights") == "histograms"  # the summary histogram stays one
     assert _scalars(acc, "best_loss") == [(4, 0.5)]
-    assert (logdir / "artifacts" / "notes").read_text() == "what this run tried"
+    assert (logdir / "artifacts" / "notes.txt").read_text() == "what this run tried"
 
 
 def test_export_to_tensorboard_json(store, capsys, tmp_path):
