@@ -68,6 +68,7 @@ class Layout:
         self.specs = tuple(specs)
         self.index = {spec.name: spec for spec in self.specs}
         self.result_keys: list[str] = []  # flattened result names, set when the finaliser is traced
+        self._initial_makers: dict[tuple[jax.sharding.Sharding, ...], Callable[[], tuple[jax.Array, ...]]] = {}
         self._treedefs = []
         # Per spec, per state leaf: ("vec", dtype group, position) or ("own", index, 0).
         self._slots: list[list[tuple[str, int, int]]] = []
@@ -113,6 +114,17 @@ class Layout:
 
     def initial(self) -> tuple[Any, ...]:
         return self.pack({spec.name: spec.initial() for spec in self.specs})
+
+    def initial_on(self, shardings: tuple[jax.sharding.Sharding, ...]) -> tuple[jax.Array, ...]:
+        """The initial accumulator, made on the device with these shardings (committed to them).
+
+        A launch of a tiny compiled function (microseconds): a transfer of
+        the host values to the device costs ten times more.
+        """
+        make = self._initial_makers.get(shardings)
+        if make is None:
+            make = self._initial_makers[shardings] = jax.jit(self.initial, out_shardings=shardings)
+        return make()
 
     @functools.cached_property
     def initial_on_host(self) -> tuple[np.ndarray, ...]:
@@ -253,8 +265,9 @@ class TrackedFunction:
     ) -> bool:
         """Takes the interval's metrics and queues them for ``tracker`` (default: the current one) at ``step``.
 
-        Never waits for the device and launches nothing: the background
-        reporter fetches the values and calls the tracker. ``extra`` host
+        Never waits for the device, and launches at most the fresh
+        accumulator's tiny initialiser (for a step on committed arrays): the
+        background reporter fetches the values and calls the tracker. ``extra`` host
         values (timings, say) go into the same report. Returns whether there
         was anything to report.
 
@@ -292,7 +305,7 @@ class TrackedFunction:
             if not calls or not self._layout.specs:
                 return None
             taken = self._layout, self._acc
-            self._acc = _placed_as(self._layout.initial_on_host, self._acc)
+            self._acc = _fresh_like(self._layout, self._acc)
             return taken
 
     @property
@@ -314,7 +327,7 @@ class TrackedFunction:
         """``call(accumulator, *args, **kwargs)``, growing the accumulator first if tracing finds new metrics."""
         while True:
             if self._layout.specs and self._acc is self._layout.initial_on_host:
-                self._acc = _placed_like(self._acc, (args, kwargs))
+                self._acc = _fresh_for(self._layout, (*args, *kwargs.values()))
             try:
                 return call(self._acc, *args, **kwargs)
             except _NewMetrics as new:
@@ -411,14 +424,14 @@ class TrackedFunction:
         return f"jaxtrack.jit({getattr(self.fun, '__qualname__', self.fun)!r})"
 
 
-def _placed_as(host_acc: tuple[np.ndarray, ...], taken: tuple[Any, ...]) -> tuple[Any, ...]:
+def _fresh_like(layout: Layout, taken: tuple[Any, ...]) -> tuple[Any, ...]:
     """A fresh accumulator with the shardings of the one just taken, so the next call runs the same program."""
-    if not all(isinstance(array, jax.Array) and array.committed for array in taken):
-        return host_acc  # the step's arguments are not committed: neither need the accumulator be
-    return tuple(jax.device_put(fresh, array.sharding) for fresh, array in zip(host_acc, taken, strict=True))
+    if not all(getattr(array, "committed", False) for array in taken):
+        return layout.initial_on_host  # the step's arguments are not committed: neither need the accumulator be
+    return layout.initial_on(tuple(array.sharding for array in taken))
 
 
-def _placed_like(host_acc: tuple[np.ndarray, ...], arguments: Any) -> tuple[Any, ...]:
+def _fresh_for(layout: Layout, arguments: Sequence[Any]) -> tuple[Any, ...]:
     """A fresh accumulator, committed to the devices of the step's committed arguments, if it has any.
 
     A step whose arguments are committed (``device_put``, sharded, restored
@@ -428,19 +441,26 @@ def _placed_like(host_acc: tuple[np.ndarray, ...], arguments: Any) -> tuple[Any,
     return it (replicated over the arguments' devices), it is compiled once;
     a metric whose accumulator the compiler shards (a per-example value of a
     sharded batch) costs one more compile, after which
-    ``_placed_as`` keeps its sharding.
+    ``_fresh_like`` keeps its sharding.
     """
-    for leaf in jax.tree_util.tree_leaves(arguments):
-        if isinstance(leaf, jax.Array) and leaf.committed:
+    # Looked at whenever an interval starts with a host accumulator, so kept cheap: the first JAX
+    # array of each argument speaks for it (a tree's arrays are placed alike: params, a batch).
+    for argument in arguments:
+        for leaf in jax.tree_util.tree_leaves(argument):
+            committed = getattr(leaf, "committed", None)  # None: not a JAX array
+            if committed is None:
+                continue
+            if not committed:
+                break
             sharding = leaf.sharding
             if isinstance(sharding, NamedSharding):
                 target: jax.sharding.Sharding = NamedSharding(sharding.mesh, PartitionSpec())
             elif len(sharding.device_set) == 1:
                 target = SingleDeviceSharding(next(iter(sharding.device_set)))
             else:
-                return host_acc  # another kind of sharding: JAX places it (a second compile at worst)
-            return tuple(jax.device_put(array, target) for array in host_acc)
-    return host_acc
+                return layout.initial_on_host  # another kind of sharding: JAX places it (a second compile at worst)
+            return layout.initial_on((target,) * len(layout.initial_on_host))
+    return layout.initial_on_host
 
 
 def _signature(fun: Any) -> inspect.Signature | None:
