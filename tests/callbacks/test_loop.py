@@ -265,3 +265,46 @@ def test_the_loop_never_runs_more_than_twice_max_steps_ahead_of_the_device():
 def test_max_steps_ahead_must_be_a_positive_integer():
     with pytest.raises(ValueError, match="max_steps_ahead"):
         jt.callbacks.Loop(lambda state, batch: state, num_steps=1, max_steps_ahead=0)
+
+
+DATA_PARALLEL_LOOP = """
+import itertools
+import jax, numpy as np, optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import jaxtrack as jt
+from jaxtrack.callbacks import ReportMetrics
+
+mesh = Mesh(np.array(jax.devices()), ("data",))
+data, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+rng = np.random.default_rng(0)
+batch = jax.device_put((rng.normal(size=(128, 64)).astype(np.float32), rng.integers(0, 10, 128).astype(np.int32)), data)
+params = jax.device_put({"w": rng.normal(size=(64, 10)).astype(np.float32) * 0.1}, replicated)
+tx = optax.adam(1e-2)
+
+@jt.jit(donate_argnums=(0,))
+def step(state, batch):
+    params, opt = state
+    loss, grads = jax.value_and_grad(
+        lambda p: optax.softmax_cross_entropy_with_integer_labels(batch[0] @ p["w"], batch[1]).mean()
+    )(params)  # the gradients of a sharded batch: an all-reduce over the 8 devices every step
+    updates, opt = tx.update(grads, opt, params)
+    jt.jit_log({"loss": loss})
+    return optax.apply_updates(params, updates), opt
+
+with jt.current_tracker(jt.NoopTracker()):
+    state = jt.train(step, (params, tx.init(params)), itertools.repeat(batch), 1000,
+                     callbacks=[ReportMetrics(step, every_steps=25)])
+    jax.block_until_ready(state)
+print("trained", int(state[1][0].count))
+"""
+
+
+def test_a_data_parallel_loop_over_8_cpu_devices_does_not_deadlock():
+    """Unbounded (max_steps_ahead=None), this loop deadlocks in XLA's CPU client nearly every time: it blocks a
+    dispatch once a device has 32 computations in flight, while the other devices wait in the step's all-reduce."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run(
+        [sys.executable, "-c", DATA_PARALLEL_LOOP], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "trained 1000"

@@ -15,8 +15,13 @@ from jaxtrack.callbacks.base import Callback, CallbackList, PeriodicCallback, St
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_STEPS_AHEAD = 32
-"""How far the loop may dispatch steps ahead of the device, by default (it waits at most every this many steps)."""
+DEFAULT_MAX_STEPS_AHEAD = 4
+"""How far the loop may dispatch steps ahead of the device, by default (it waits at most every this many steps).
+
+Small: a few queued steps keep an accelerator busy, and XLA's CPU client
+blocks a dispatch once a device has 32 computations in flight, which
+deadlocks a step whose collective other devices already entered.
+"""
 
 
 class Loop:
@@ -36,9 +41,10 @@ class Loop:
     asynchronous dispatch), but never more than twice ``max_steps_ahead``
     steps ahead of it: every ``max_steps_ahead`` steps it waits until the
     device has run the step that many steps back, which it nearly always
-    has. Unbounded, the dispatched steps pile up (their batches hold memory)
-    and XLA's CPU collectives over simulated devices can deadlock. ``None``
-    never waits.
+    has. Unbounded, the dispatched steps pile up (their batches hold memory),
+    and once a CPU device has 32 computations in flight XLA blocks the next
+    dispatch, which deadlocks a sharded step whose all-reduce the other
+    devices already entered. ``None`` never waits.
 
     Examples:
         >>> import itertools, jaxtrack as jt
