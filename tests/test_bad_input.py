@@ -326,6 +326,27 @@ def flat_or_error(metrics: Mapping[str, Any]) -> tuple[dict[str, Any] | None, Ex
         return None, error
 
 
+def logged_or_refused(
+    tracker: Any, metrics: Any, step: int, flatten_error: Exception | None, refused: set[str]
+) -> bool:
+    """Logs ``metrics``: ``True`` if the backend took them, ``False`` if it refused them with the right error.
+
+    A report that cannot be flattened must be refused with the error ``flatten`` gives,
+    one holding an ``offending`` key with an error naming it; any other report must be taken.
+    """
+    try:
+        tracker.log(metrics, step=step)
+    except (TypeError, ValueError) as error:
+        if flatten_error is not None:
+            assert str(error) == str(flatten_error)
+        else:
+            assert refused, f"refused a report it can record: {error}"
+            assert_clear_error(error, refused)
+        return False
+    assert flatten_error is None and not refused
+    return True
+
+
 def assert_clear_error(error: BaseException, offending: set[str]) -> None:
     """A ``TypeError``/``ValueError`` whose message names one of the offending keys."""
     assert isinstance(error, (TypeError, ValueError)), f"{type(error).__name__}: {error}"
@@ -438,17 +459,9 @@ def test_generated_reports_are_refused_clearly_or_recorded_faithfully_by_the_loc
         flat, flatten_error = flat_or_error(metrics)
         assume_no_known_bug(flat)
         refused = set() if flat is None else {key for key in flat if key == "step"}
-        try:
-            tracker.log(metrics, step=step)
-        except (TypeError, ValueError) as error:
-            if flatten_error is not None:
-                assert str(error) == str(flatten_error)
-            else:
-                assert refused, f"refused a report it can record: {error}"
-                assert_clear_error(error, refused)
+        if not logged_or_refused(tracker, metrics, step, flatten_error, refused):
             assert step not in local_history(store, "fuzz")
             return
-        assert flatten_error is None and not refused
         row = local_history(store, "fuzz").get(step, {})
         for key, raw in flat.items():
             check_local(row, key, expected(raw))
@@ -472,19 +485,12 @@ def test_generated_reports_are_refused_clearly_or_recorded_faithfully_by_tensorb
         refused = tb_refused(flat)
         tracker = TensorboardTracker(logdir)
         try:
-            tracker.log(metrics, step=step)
-        except (TypeError, ValueError) as error:
-            if flatten_error is not None:
-                assert str(error) == str(flatten_error)
-            else:
-                assert refused, f"refused a report it can record: {error}"
-                assert_clear_error(error, refused)
-            tracker.finish()
-            assert tb_accumulator(logdir).Tags()["tensors"] == []
-            return
+            recorded = logged_or_refused(tracker, metrics, step, flatten_error, refused)
         finally:
             tracker.finish()
-        assert flatten_error is None and not refused
+        if not recorded:
+            assert tb_accumulator(logdir).Tags()["tensors"] == []
+            return
         accumulator = tb_accumulator(logdir)
         for key, raw in flat.items():
             check_tensorboard(tb_values(accumulator, key), step, expected(raw))
@@ -540,16 +546,8 @@ def test_generated_reports_are_refused_clearly_or_recorded_faithfully_by_wandb(t
         assume(flat is None or not any(key.startswith(W_AND_B_RESERVED) for key in flat))
         step = next(steps)
         refused = set() if flat is None else {key for key in flat if key == "global_step"}
-        try:
-            tracker.log(metrics, step=step)
-        except (TypeError, ValueError) as error:
-            if flatten_error is not None:
-                assert str(error) == str(flatten_error)
-            else:
-                assert refused, f"refused a report it can record: {error}"
-                assert_clear_error(error, refused)
+        if not logged_or_refused(tracker, metrics, step, flatten_error, refused):
             return
-        assert flatten_error is None and not refused
         logged.append((step, flat))
 
     try:
