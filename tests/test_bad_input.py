@@ -90,7 +90,12 @@ from hypothesis.extra import numpy as hnp
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 import jaxtrack as jt
-from backends import (
+from jaxtrack.callbacks import TerminateOnNaN
+from jaxtrack.trackers.console import ConsoleTracker
+from jaxtrack.trackers.local import LocalTracker, RunStore
+from jaxtrack.trackers.tensorboard import TensorboardConfig, TensorboardTracker
+from jaxtrack.values import Histogram, Image
+from support.backends import (
     all_inside,
     delivery_errors,
     files_under,
@@ -106,11 +111,6 @@ from backends import (
     wandb_history,
     wandb_offline,
 )
-from jaxtrack.callbacks import TerminateOnNaN
-from jaxtrack.trackers.console import ConsoleTracker
-from jaxtrack.trackers.local import LocalTracker, RunStore
-from jaxtrack.trackers.tensorboard import TensorboardConfig, TensorboardTracker
-from jaxtrack.values import Histogram, Image
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 INT64_MIN, INT64_END = -(2**63), 2**63

@@ -27,8 +27,8 @@ import wandb
 from jaxtrack.cli import main
 from jaxtrack.trackers.local import LocalTracker, RunStore
 from jaxtrack.values import Image
-from trackers.test_tensorboard import _accumulator, _plain_hparams, _plugin, _scalars, _session_start_info, _tensors
-from wandb_files import read_run
+from support.backends import tb_accumulator, tb_plain_hparams, tb_plugin, tb_scalars, tb_session_start_info, tb_tensors
+from support.wandb_files import read_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -278,23 +278,23 @@ def test_export_to_tensorboard_replays_config_history_and_summary(store, capsys,
     assert "5 steps, 25 values, 3 hyperparameters, 4 summary values, 1 artifact" in out
     assert f"tensorboard --logdir {logdir}" in out
 
-    acc = _accumulator(logdir)
+    acc = tb_accumulator(logdir)
     with RunStore(store) as reader:
         for key in ["train/loss", "train/acc", "lr", "epoch", "val/loss"]:
             steps, values = reader.scalars("exp-base", key)
-            exported = _scalars(acc, key)
+            exported = tb_scalars(acc, key)
             assert [step for step, _ in exported] == steps.tolist()
             np.testing.assert_allclose([value for _, value in exported], values.astype(np.float32))
-    assert _plain_hparams(_session_start_info(logdir)) == {
+    assert tb_plain_hparams(tb_session_start_info(logdir)) == {
         "lr": ("number_value", 0.1),
         "wandb/api_key": ("string_value", "[redacted]"),
         "layers": ("string_value", "[64, 64]"),
     }
-    ((step, note),) = _tensors(acc, "note")
+    ((step, note),) = tb_tensors(acc, "note")
     assert (step, note.item().decode("utf-8")) == (0, "warm-up\nsecond line")
-    assert _plugin(acc, "weights") == "histograms" and _plugin(acc, "sample") == "images"
-    assert _plugin(acc, "final_weights") == "histograms"  # the summary histogram stays one
-    assert _scalars(acc, "best_loss") == [(4, 0.5)]
+    assert tb_plugin(acc, "weights") == "histograms" and tb_plugin(acc, "sample") == "images"
+    assert tb_plugin(acc, "final_weights") == "histograms"  # the summary histogram stays one
+    assert tb_scalars(acc, "best_loss") == [(4, 0.5)]
     assert (logdir / "artifacts" / "notes.txt").read_text() == "what this run tried"
 
 
@@ -310,7 +310,7 @@ def test_export_to_tensorboard_json(store, capsys, tmp_path):
         "summary": 0,
         "artifacts": 0,
     }
-    assert [value for _, value in _scalars(_accumulator(tmp_path), "train/loss")] == pytest.approx(WIDE_LOSS)
+    assert [value for _, value in tb_scalars(tb_accumulator(tmp_path), "train/loss")] == pytest.approx(WIDE_LOSS)
 
 
 @pytest.fixture

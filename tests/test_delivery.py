@@ -33,7 +33,7 @@ from jaxtrack.delivery import BackendLane, Call
 from jaxtrack.reporter import Reporter
 from jaxtrack.trackers.local import LocalTracker, RunStore
 from jaxtrack.tracking import BackendError
-from test_tracking import RecordingTracker
+from support.recording import RecordingTracker
 
 WAIT = 60  # generous bound for anything that should happen promptly
 

@@ -1,6 +1,6 @@
 """How a run ends when its process does: SIGTERM, an uncaught error, Ctrl-C, a normal exit.
 
-Each test starts ``tests/process_exit_worker.py`` as a real child process
+Each test starts ``tests/support/process_exit_worker.py`` as a real child process
 that records into a local store, ends it one way or another, and reads the
 store back with :class:`~jaxtrack.RunStore` (and the raw ``runs`` row, since
 ``RunStore`` reports a ``running`` run whose process is gone as ``killed``).
@@ -24,7 +24,7 @@ import pytest
 
 from jaxtrack.trackers.local import RunStore
 
-WORKER = Path(__file__).resolve().parent / "process_exit_worker.py"
+WORKER = Path(__file__).resolve().parent / "support" / "process_exit_worker.py"
 WAIT = 120  # generous bound for a child to start (imports JAX) or to end: only a hang exceeds it
 
 

@@ -30,8 +30,8 @@ from jaxtrack.trackers.clu import as_metric_writer, from_metric_writer, load_met
 from jaxtrack.trackers.local import LocalTracker, RunStore
 from jaxtrack.trackers.tensorboard import TensorboardTracker
 from jaxtrack.trackers.wandb import WandbTracker
-from test_tracking import RecordingTracker
-from wandb_files import read_run
+from support.recording import RecordingTracker
+from support.wandb_files import read_run
 
 HPARAMS = {"optimizer": {"lr": 0.1}, "wandb": {"api_key": "SECRET-123"}, "hf_token": "hf_SECRET"}
 REDACTED_FLAT = {"optimizer/lr": 0.1, "wandb/api_key": REDACTED, "hf_token": REDACTED}

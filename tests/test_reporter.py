@@ -14,7 +14,7 @@ import pytest
 
 import jaxtrack as jt
 from jaxtrack.reporter import Reporter
-from test_tracking import RecordingTracker
+from support.recording import RecordingTracker
 
 WAIT = 60  # generous bound for anything that should happen promptly
 

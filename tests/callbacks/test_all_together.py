@@ -24,7 +24,7 @@ from jaxtrack.callbacks import (
     ReportProgress,
     TerminateOnNaN,
 )
-from test_tracking import RecordingTracker
+from support.recording import RecordingTracker
 
 
 class MLP(nn.Module):

@@ -14,7 +14,7 @@ from flax import linen as nn
 import jaxtrack as jt
 from jaxtrack.callbacks import CallbackList, EarlyStopping, StopTraining
 from jaxtrack.callbacks.evaluate import Evaluate
-from test_tracking import RecordingTracker
+from support.recording import RecordingTracker
 
 
 class Regressor(nn.Module):

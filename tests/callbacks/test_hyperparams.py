@@ -13,7 +13,7 @@ import pytest
 import jaxtrack as jt
 from jaxtrack.callbacks import CallbackList
 from jaxtrack.callbacks.hyperparams import LearningRateMonitor
-from test_tracking import RecordingTracker
+from support.recording import RecordingTracker
 
 SCHEDULE = optax.warmup_cosine_decay_schedule(0.0, 0.1, warmup_steps=4, decay_steps=20, end_value=0.01)
 

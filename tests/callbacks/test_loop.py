@@ -16,7 +16,7 @@ import pytest
 
 import jaxtrack as jt
 from jaxtrack.callbacks import LambdaCallback, Loop, StopTraining
-from test_tracking import RecordingTracker
+from support.recording import RecordingTracker
 
 
 def test_train_runs_the_steps_and_passes_state_to_callbacks():

@@ -11,7 +11,7 @@ import pytest
 import jaxtrack as jt
 from jaxtrack.callbacks import CallbackList
 from jaxtrack.callbacks.progress import ReportProgress
-from test_tracking import RecordingTracker
+from support.recording import RecordingTracker
 
 
 class FakeClock:

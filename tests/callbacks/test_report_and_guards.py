@@ -11,7 +11,7 @@ from flax import linen as nn
 
 import jaxtrack as jt
 from jaxtrack.callbacks import CallbackList, EarlyStopping, ReportMetrics, StopTraining, TerminateOnNaN
-from test_tracking import RecordingTracker
+from support.recording import RecordingTracker
 
 
 class Regressor(nn.Module):

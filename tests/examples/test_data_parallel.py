@@ -17,7 +17,7 @@ import pytest
 from nbclient.exceptions import CellExecutionError
 
 from jaxtrack.trackers.local import RunStore
-from notebooks import execute, image_outputs, text_outputs
+from support.notebooks import execute, image_outputs, text_outputs
 
 NOTEBOOK = "04_data_parallel.ipynb"
 REPORT_EVERY = 25

@@ -11,7 +11,7 @@ import pathlib
 import nbformat
 import pytest
 
-from notebooks import EXAMPLES, committed_problems, unpaired_cells
+from support.notebooks import EXAMPLES, committed_problems, unpaired_cells
 
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
 TESTS = pathlib.Path(__file__).parent

@@ -16,9 +16,9 @@ import re
 import numpy as np
 import pytest
 
-from backends import tb_accumulator, tb_series
 from jaxtrack.trackers.local import RunStore
-from notebooks import EXAMPLES, execute, image_outputs, text_outputs
+from support.backends import tb_accumulator, tb_series
+from support.notebooks import EXAMPLES, execute, image_outputs, text_outputs
 
 NOTEBOOK = EXAMPLES / "02_porting_from_clu.ipynb"
 NUM_STEPS = 300

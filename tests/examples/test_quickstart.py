@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from jaxtrack.trackers.local import RunStore
-from notebooks import EXAMPLES, execute, image_outputs, text_outputs
+from support.notebooks import EXAMPLES, execute, image_outputs, text_outputs
 
 NOTEBOOK = EXAMPLES / "01_quickstart.ipynb"
 SCRIPT = EXAMPLES / "01_quickstart.py"

@@ -17,10 +17,10 @@ import sys
 import numpy as np
 import pytest
 
-from backends import tb_accumulator, tb_series, tb_values, wandb_offline
 from jaxtrack.trackers.local import RunStore
-from notebooks import EXAMPLES, execute, text_outputs
-from wandb_files import read_run
+from support.backends import tb_accumulator, tb_series, tb_values, wandb_offline
+from support.notebooks import EXAMPLES, execute, text_outputs
+from support.wandb_files import read_run
 
 NOTEBOOK = EXAMPLES / "03_several_backends.ipynb"
 SCRIPT = EXAMPLES / "03_several_backends.py"

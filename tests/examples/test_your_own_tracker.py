@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from jaxtrack.trackers.local import RunStore
-from notebooks import EXAMPLES, execute, image_outputs, text_outputs
+from support.notebooks import EXAMPLES, execute, image_outputs, text_outputs
 
 NOTEBOOK = EXAMPLES / "05_your_own_tracker.ipynb"
 CONFIG = {"steps": 200, "batch_size": 64, "hidden": 64, "learning_rate": 0.003, "log_every": 25}

@@ -9,7 +9,7 @@ import pytest
 
 import jaxtrack as jt
 from jaxtrack.ingraph import Max, Mean, Stats
-from test_tracking import RecordingTracker
+from support.recording import RecordingTracker
 
 
 def _floats(metrics):

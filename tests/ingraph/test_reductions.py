@@ -14,7 +14,7 @@ import pytest
 
 import jaxtrack as jt
 from jaxtrack.ingraph import HistogramReduction, get_reduction
-from test_tracking import RecordingTracker
+from support.recording import RecordingTracker
 
 ELEMENTWISE = ("mean", "sum", "min", "max", "last")
 DTYPES = ("float32", "int32", "bool", "bfloat16")

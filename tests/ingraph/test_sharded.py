@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import jaxtrack as jt
 from jaxtrack.ingraph import HistogramReduction
-from test_tracking import RecordingTracker
+from support.recording import RecordingTracker
 
 assert jax.device_count() == 8, jax.devices()
 mesh = Mesh(np.array(jax.devices()), ("data",))

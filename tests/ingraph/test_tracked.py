@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import jaxtrack as jt
-from test_tracking import RecordingTracker
+from support.recording import RecordingTracker
 
 
 def _floats(metrics):

@@ -6,7 +6,7 @@ import pytest
 
 import jaxtrack as jt
 from jaxtrack.trackers import StepCounter
-from test_tracking import RecordingTracker
+from support.recording import RecordingTracker
 
 
 def test_tracker_cannot_be_made_without_its_methods():

@@ -28,7 +28,7 @@ from jaxtrack.trackers.clu import (
     from_metric_writer,
     load_metric_writers,
 )
-from test_tracking import RecordingTracker
+from support.recording import RecordingTracker
 
 NO_TENSORFLOW = importlib.util.find_spec("tensorflow") is None
 

@@ -2,7 +2,7 @@
 
 Everything is read back through :class:`~jaxtrack.RunStore` (and, where the
 layout itself is the point, plain ``sqlite3``): no mocks. The durability and
-concurrency tests start ``tests/local_store_writer.py`` as separate Python
+concurrency tests start ``tests/support/local_store_writer.py`` as separate Python
 processes, kill one with SIGKILL, and synchronise on the steps the writers
 print, never on sleeps.
 """
@@ -35,7 +35,7 @@ from jaxtrack.trackers.local import LocalConfig, LocalTracker, RunStore
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = TESTS_DIR.parent
-WRITER = TESTS_DIR / "local_store_writer.py"
+WRITER = TESTS_DIR / "support" / "local_store_writer.py"
 
 
 def _history(path: Path, run_id: str, keys: list[str] | None = None) -> list[dict[str, Any]]:

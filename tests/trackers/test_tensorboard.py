@@ -29,41 +29,20 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams import metadata as hparams_metadata
-from tensorboard.plugins.hparams import plugin_data_pb2
-from tensorboard.util import tensor_util
 
 import jaxtrack
 from jaxtrack.trackers.tensorboard import TensorboardTracker
-
-HPARAMS_TAG = hparams_metadata.SESSION_START_INFO_TAG  # "_hparams_/session_start_info"
-
+from support.backends import (
+    HPARAMS_TAG,
+    tb_accumulator,
+    tb_plain_hparams,
+    tb_plugin,
+    tb_scalars,
+    tb_session_start_info,
+    tb_tensors,
+)
 
 # ---- reading event files back --------------------------------------------------------------------
-
-
-def _accumulator(logdir: str | os.PathLike[str]) -> EventAccumulator:
-    """The run at ``logdir`` as TensorBoard's server loads it (every tensor event kept, purges applied)."""
-    accumulator = EventAccumulator(os.fspath(logdir), size_guidance={"tensors": 0})
-    accumulator.Reload()
-    return accumulator
-
-
-def _tensors(accumulator: EventAccumulator, tag: str) -> list[tuple[int, np.ndarray]]:
-    return [(event.step, tensor_util.make_ndarray(event.tensor_proto)) for event in accumulator.Tensors(tag)]
-
-
-def _scalars(accumulator: EventAccumulator, tag: str) -> list[tuple[int, float]]:
-    series = []
-    for step, array in _tensors(accumulator, tag):
-        assert array.shape == (), f"{tag} at step {step} is not a scalar: shape {array.shape}"
-        series.append((step, array.item()))
-    return series
-
-
-def _plugin(accumulator: EventAccumulator, tag: str) -> str:
-    return accumulator.SummaryMetadata(tag).plugin_data.plugin_name
 
 
 def _event_files(logdir: str | os.PathLike[str]) -> list[Path]:
@@ -136,7 +115,7 @@ def test_scalars_of_every_kind_read_back_with_their_steps(tmp_path: Path) -> Non
             },
             step=3,
         )
-    acc = _accumulator(tmp_path)
+    acc = tb_accumulator(tmp_path)
 
     expected = {
         "py_float": 0.25,
@@ -153,8 +132,8 @@ def test_scalars_of_every_kind_read_back_with_their_steps(tmp_path: Path) -> Non
     assert set(expected) <= set(acc.Tags()["tensors"])
     assert "train" not in acc.Tags()["tensors"]
     for tag, value in expected.items():
-        assert _scalars(acc, tag) == [(3, value)], tag
-        assert _plugin(acc, tag) == "scalars", tag
+        assert tb_scalars(acc, tag) == [(3, value)], tag
+        assert tb_plugin(acc, tag) == "scalars", tag
 
 
 def test_scalars_are_float32_as_tensorboard_reads_them_and_steps_are_int64(tmp_path: Path) -> None:
@@ -165,10 +144,10 @@ def test_scalars_are_float32_as_tensorboard_reads_them_and_steps_are_int64(tmp_p
         tb.log({"precise": 2.5}, step=big_step)
         with pytest.raises(ValueError, match=r"'huge'.*float32"):
             tb.log({"huge": 1e300}, step=1)
-    acc = _accumulator(tmp_path)
-    assert _scalars(acc, "precise") == [(0, 1.0), (big_step, 2.5)]
-    assert _scalars(acc, "third") == [(0, float(np.float32(1 / 3)))]
-    assert _scalars(acc, "inf") == [(0, float("inf"))]
+    acc = tb_accumulator(tmp_path)
+    assert tb_scalars(acc, "precise") == [(0, 1.0), (big_step, 2.5)]
+    assert tb_scalars(acc, "third") == [(0, float(np.float32(1 / 3)))]
+    assert tb_scalars(acc, "inf") == [(0, float("inf"))]
     assert "huge" not in acc.Tags()["tensors"]
 
 
@@ -181,9 +160,9 @@ def test_step_none_follows_the_step_counter_rule(tmp_path: Path) -> None:
         tb.log({"a": 5.0})  # 3
         tb.log({"a": 6.0}, step=10)
         tb.log({"a": 7.0})  # 11
-    acc = _accumulator(tmp_path)
-    assert _scalars(acc, "a") == [(0, 1.0), (1, 2.0), (2, 3.0), (3, 5.0), (10, 6.0), (11, 7.0)]
-    assert _scalars(acc, "b") == [(2, 4.0)]
+    acc = tb_accumulator(tmp_path)
+    assert tb_scalars(acc, "a") == [(0, 1.0), (1, 2.0), (2, 3.0), (3, 5.0), (10, 6.0), (11, 7.0)]
+    assert tb_scalars(acc, "b") == [(2, 4.0)]
 
 
 # ---- 2. histograms -------------------------------------------------------------------------------
@@ -196,11 +175,11 @@ def test_arrays_become_histograms_over_their_finite_elements(tmp_path: Path) -> 
     vector = np.arange(10.0)
     with TensorboardTracker(tmp_path, histogram_bins=8) as tb:
         tb.log({"weights": {"vector": vector, "matrix": matrix}, "device": jnp.arange(6.0).reshape(2, 3)}, step=4)
-    acc = _accumulator(tmp_path)
+    acc = tb_accumulator(tmp_path)
 
     for tag, source in [("weights/vector", vector), ("weights/matrix", matrix), ("device", np.arange(6.0))]:
-        assert _plugin(acc, tag) == "histograms", tag
-        ((step, buckets),) = _tensors(acc, tag)
+        assert tb_plugin(acc, tag) == "histograms", tag
+        ((step, buckets),) = tb_tensors(acc, tag)
         assert step == 4
         assert buckets.shape == (8, 3), tag
         left, right, counts = buckets.T
@@ -209,7 +188,7 @@ def test_arrays_become_histograms_over_their_finite_elements(tmp_path: Path) -> 
         assert left[0] == finite.min() and right[-1] == finite.max(), tag
         np.testing.assert_array_equal(left[1:], right[:-1])
         assert np.all(right > left), tag
-    assert _tensors(acc, "weights/matrix")[0][1][:, 2].sum() == 8 * 16 - 3
+    assert tb_tensors(acc, "weights/matrix")[0][1][:, 2].sum() == 8 * 16 - 3
 
 
 def test_explicit_histogram_is_written_as_given(tmp_path: Path) -> None:
@@ -224,9 +203,9 @@ def test_explicit_histogram_is_written_as_given(tmp_path: Path) -> None:
     )
     with TensorboardTracker(tmp_path) as tb:
         tb.log({"dist": histogram}, step=2)
-    acc = _accumulator(tmp_path)
-    assert _plugin(acc, "dist") == "histograms"
-    ((step, buckets),) = _tensors(acc, "dist")
+    acc = tb_accumulator(tmp_path)
+    assert tb_plugin(acc, "dist") == "histograms"
+    ((step, buckets),) = tb_tensors(acc, "dist")
     assert step == 2
     np.testing.assert_array_equal(buckets, [[-1.0, 0.0, 3.0], [0.0, 2.5, 0.0], [2.5, 4.0, 9.0]])
 
@@ -238,9 +217,9 @@ def test_strings_go_to_the_text_plugin(tmp_path: Path) -> None:
     note = "warm-up done: loss < 0.5 ✓\nsecond line"
     with TensorboardTracker(tmp_path) as tb:
         tb.log({"notes": {"phase": note}}, step=1)
-    acc = _accumulator(tmp_path)
-    assert _plugin(acc, "notes/phase") == "text"
-    ((step, text),) = _tensors(acc, "notes/phase")
+    acc = tb_accumulator(tmp_path)
+    assert tb_plugin(acc, "notes/phase") == "text"
+    ((step, text),) = tb_tensors(acc, "notes/phase")
     assert step == 1
     assert text.item().decode("utf-8") == note
 
@@ -262,11 +241,11 @@ def test_images_are_pngs_with_the_logged_pixels(tmp_path: Path) -> None:
             },
             step=5,
         )
-    acc = _accumulator(tmp_path)
+    acc = tb_accumulator(tmp_path)
 
     def images(tag: str) -> tuple[int, int, list[np.ndarray]]:
-        assert _plugin(acc, tag) == "images"
-        ((step, tensor),) = _tensors(acc, tag)
+        assert tb_plugin(acc, tag) == "images"
+        ((step, tensor),) = tb_tensors(acc, tag)
         assert step == 5
         assert tensor.ndim == 1
         width, height = int(tensor[0]), int(tensor[1])
@@ -293,22 +272,6 @@ def test_images_are_pngs_with_the_logged_pixels(tmp_path: Path) -> None:
 # ---- 5. hyperparameters --------------------------------------------------------------------------
 
 
-def _session_start_info(logdir: Path) -> Any:
-    """The hyperparameters as the HParams plugin finds them: the tag's summary metadata content."""
-    acc = _accumulator(logdir)
-    assert HPARAMS_TAG in acc.Tags()["tensors"]
-    content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)[HPARAMS_TAG]
-    plugin_data = plugin_data_pb2.HParamsPluginData.FromString(content)
-    assert plugin_data.WhichOneof("data") == "session_start_info"
-    return hparams_metadata.parse_session_start_info_plugin_data(content)
-
-
-def _plain_hparams(info: Any) -> dict[str, tuple[str, Any]]:
-    return {
-        key: (value.WhichOneof("kind"), getattr(value, value.WhichOneof("kind"))) for key, value in info.hparams.items()
-    }
-
-
 def test_hyperparameters_reach_the_hparams_plugin_with_their_types(tmp_path: Path) -> None:
     logdir = tmp_path / "trial-7"
     with TensorboardTracker(logdir) as tb:
@@ -323,8 +286,8 @@ def test_hyperparameters_reach_the_hparams_plugin_with_their_types(tmp_path: Pat
             }
         )
         tb.log({"loss": 1.0}, step=0)
-    info = _session_start_info(logdir)
-    assert _plain_hparams(info) == {
+    info = tb_session_start_info(logdir)
+    assert tb_plain_hparams(info) == {
         "lr": ("number_value", 1e-3),
         "batch_size": ("number_value", 32.0),
         "optimizer/name": ("string_value", "adam"),
@@ -341,7 +304,7 @@ def test_second_hyperparameters_call_merges_with_the_first(tmp_path: Path) -> No
     with TensorboardTracker(tmp_path) as tb:
         tb.log_hyperparameters({"lr": 0.1, "model": {"width": 128}})
         tb.log_hyperparameters({"seed": 7, "model": {"width": 256}})
-    assert _plain_hparams(_session_start_info(tmp_path)) == {
+    assert tb_plain_hparams(tb_session_start_info(tmp_path)) == {
         "lr": ("number_value", 0.1),
         "model/width": ("number_value", 256.0),
         "seed": ("number_value", 7.0),
@@ -354,9 +317,9 @@ def test_second_hyperparameters_call_merges_with_the_first(tmp_path: Path) -> No
 def test_resumed_run_replaces_the_old_timeline_from_the_resume_step(tmp_path: Path) -> None:
     _write_resumed_run(tmp_path)
     assert len(_event_files(tmp_path)) == 2
-    acc = _accumulator(tmp_path)
-    assert _scalars(acc, "loss") == RESUMED_TIMELINE
-    assert [(step, text.item().decode()) for step, text in _tensors(acc, "note")] == RESUMED_NOTES
+    acc = tb_accumulator(tmp_path)
+    assert tb_scalars(acc, "loss") == RESUMED_TIMELINE
+    assert [(step, text.item().decode()) for step, text in tb_tensors(acc, "note")] == RESUMED_NOTES
 
 
 def test_step_going_back_in_one_tracker_drops_the_later_steps(tmp_path: Path) -> None:
@@ -365,10 +328,10 @@ def test_step_going_back_in_one_tracker_drops_the_later_steps(tmp_path: Path) ->
             tb.log({"loss": float(step), "other": -float(step)}, step=step)
         tb.log({"loss": 50.0}, step=2)
         tb.log({"loss": 60.0})  # continues at 3
-    acc = _accumulator(tmp_path)
-    assert _scalars(acc, "loss") == [(0, 0.0), (1, 1.0), (2, 50.0), (3, 60.0)]
+    acc = tb_accumulator(tmp_path)
+    assert tb_scalars(acc, "loss") == [(0, 0.0), (1, 1.0), (2, 50.0), (3, 60.0)]
     # The restart drops every series from step 2 on, not only the one logged again.
-    assert _scalars(acc, "other") == [(0, -0.0), (1, -1.0)]
+    assert tb_scalars(acc, "other") == [(0, -0.0), (1, -1.0)]
 
 
 # ---- 7. summaries and artifacts ------------------------------------------------------------------
@@ -380,10 +343,10 @@ def test_log_summary_writes_at_the_latest_step(tmp_path: Path) -> None:
         for step in range(4):
             tb.log({"loss": float(step)}, step=step)
         tb.log_summary({"best": {"loss": 0.125}})
-    acc = _accumulator(tmp_path)
-    assert _scalars(acc, "best/loss") == [(3, 0.125)]
-    assert _scalars(acc, "before_any_step") == [(0, 1.0)]
-    assert _scalars(acc, "loss") == [(s, float(s)) for s in range(4)]
+    acc = tb_accumulator(tmp_path)
+    assert tb_scalars(acc, "best/loss") == [(3, 0.125)]
+    assert tb_scalars(acc, "before_any_step") == [(0, 1.0)]
+    assert tb_scalars(acc, "loss") == [(s, float(s)) for s in range(4)]
 
 
 def test_log_artifact_copies_files_and_directories_into_the_run(tmp_path: Path) -> None:
@@ -410,8 +373,8 @@ def test_log_artifact_copies_files_and_directories_into_the_run(tmp_path: Path) 
     assert all(logdir in p.parents for p in outside), sorted(outside)
     assert not (tmp_path / "evil").exists() and not (tmp_path / "runs" / "evil").exists()
 
-    acc = _accumulator(logdir)
-    ((step, note),) = _tensors(acc, "artifacts/model_checkpoint")
+    acc = tb_accumulator(logdir)
+    ((step, note),) = tb_tensors(acc, "artifacts/model_checkpoint")
     assert step == 6
     assert "model" in note.item().decode() and "artifacts/model_checkpoint" in note.item().decode()
     assert str(tmp_path) not in note.item().decode()  # the source's name, not a path of this machine
@@ -422,7 +385,7 @@ def test_log_configuration_keeps_a_yaml_file_with_the_run(tmp_path: Path) -> Non
         jaxtrack.log_configuration({"lr": 0.1, "layers": [2, 3]})
         logdir = tracker.logdir
     assert (Path(logdir) / "artifacts" / "config.yaml").read_text() == "lr: 0.1\nlayers:\n- 2\n- 3\n"
-    ((_, note),) = _tensors(_accumulator(Path(logdir)), "artifacts/config.yaml")
+    ((_, note),) = tb_tensors(tb_accumulator(Path(logdir)), "artifacts/config.yaml")
     assert "jaxtrack-config-" not in note.item().decode()  # the temporary file it was written to is gone
 
 
@@ -447,7 +410,7 @@ def test_flush_makes_values_readable_while_the_tracker_is_open(tmp_path: Path) -
     try:
         tb.log({"loss": 0.5}, step=1)
         tb.flush()
-        assert _scalars(_accumulator(tmp_path), "loss") == [(1, 0.5)]
+        assert tb_scalars(tb_accumulator(tmp_path), "loss") == [(1, 0.5)]
     finally:
         tb.finish()
 
@@ -461,7 +424,7 @@ def test_finish_flushes_is_idempotent_and_closes_the_tracker(tmp_path: Path) -> 
         tb.log({"loss": float(step)}, step=step)
     tb.finish()
     # Readable at once: finish() wrote everything out.
-    assert _scalars(_accumulator(logdir), "loss") == [(0, 0.0), (1, 1.0), (2, 2.0)]
+    assert tb_scalars(tb_accumulator(logdir), "loss") == [(0, 0.0), (1, 1.0), (2, 2.0)]
     tb.finish()
     tb.flush()  # harmless after finish
 
@@ -476,13 +439,13 @@ def test_finish_flushes_is_idempotent_and_closes_the_tracker(tmp_path: Path) -> 
             call()
         assert str(logdir) in str(raised.value)
     assert not (logdir / "artifacts").exists()
-    assert _scalars(_accumulator(logdir), "loss") == [(0, 0.0), (1, 1.0), (2, 2.0)]
+    assert tb_scalars(tb_accumulator(logdir), "loss") == [(0, 0.0), (1, 1.0), (2, 2.0)]
 
 
 def test_with_block_finishes_the_tracker_even_on_error(tmp_path: Path) -> None:
     with TensorboardTracker(tmp_path, flush_secs=3600) as tb:
         tb.log({"loss": 0.25}, step=0)
-    assert _scalars(_accumulator(tmp_path), "loss") == [(0, 0.25)]
+    assert tb_scalars(tb_accumulator(tmp_path), "loss") == [(0, 0.25)]
     with pytest.raises(RuntimeError, match="finished"):
         tb.log({"loss": 1.0}, step=1)
 
@@ -490,7 +453,7 @@ def test_with_block_finishes_the_tracker_even_on_error(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="boom"), TensorboardTracker(other, flush_secs=3600) as tb2:
         tb2.log({"loss": 0.75}, step=0)
         raise KeyError("boom")
-    assert _scalars(_accumulator(other), "loss") == [(0, 0.75)]
+    assert tb_scalars(tb_accumulator(other), "loss") == [(0, 0.75)]
     with pytest.raises(RuntimeError, match="finished"):
         tb2.log({"loss": 1.0}, step=1)
 
@@ -526,7 +489,7 @@ def test_bad_value_raises_type_error_naming_the_key_and_writes_nothing(
     assert 1 not in [e.step for e in events if e.HasField("session_log")]  # no restart at the failed step
     tags = {value.tag for e in events if e.HasField("summary") for value in e.summary.value}
     assert tags == {"loss"}
-    assert _scalars(_accumulator(tmp_path), "loss") == [(s, float(s)) for s in range(4)]
+    assert tb_scalars(tb_accumulator(tmp_path), "loss") == [(s, float(s)) for s in range(4)]
 
 
 def test_failed_log_does_not_consume_a_step(tmp_path: Path) -> None:
@@ -535,7 +498,7 @@ def test_failed_log_does_not_consume_a_step(tmp_path: Path) -> None:
         with pytest.raises(TypeError, match="'bad'"):
             tb.log({"bad": object()})  # nothing logged
         tb.log({"loss": 1.0})  # the next step after the last one logged: 1
-    assert _scalars(_accumulator(tmp_path), "loss") == [(0, 0.0), (1, 1.0)]
+    assert tb_scalars(tb_accumulator(tmp_path), "loss") == [(0, 0.0), (1, 1.0)]
 
 
 # ---- 10. config ----------------------------------------------------------------------------------
@@ -553,9 +516,9 @@ def test_init_tracker_from_config_writes_under_logdir_run_id(tmp_path: Path) -> 
         jaxtrack.finish()
     assert _event_files(tmp_path / "r1")
     assert not _event_files(tmp_path)
-    acc = _accumulator(tmp_path / "r1")
-    assert _scalars(acc, "train/loss") == [(2, 0.5)]
-    assert _plain_hparams(_session_start_info(tmp_path / "r1")) == {"lr": ("number_value", 0.01)}
+    acc = tb_accumulator(tmp_path / "r1")
+    assert tb_scalars(acc, "train/loss") == [(2, 0.5)]
+    assert tb_plain_hparams(tb_session_start_info(tmp_path / "r1")) == {"lr": ("number_value", 0.01)}
     with pytest.raises(RuntimeError, match="finished"):
         tracker.log({"loss": 1.0})
 
@@ -586,7 +549,7 @@ def test_writing_imports_neither_tensorflow_nor_torch(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
-    acc = _accumulator(tmp_path)
+    acc = tb_accumulator(tmp_path)
     assert {"loss", "note", "w", "img", "best", HPARAMS_TAG} <= set(acc.Tags()["tensors"])
 
 

@@ -21,10 +21,10 @@ import yaml
 from PIL import Image as PILImage
 
 import jaxtrack
-from backends import wandb_offline
 from jaxtrack import multihost
 from jaxtrack.trackers.wandb import WandbTracker
-from wandb_files import WANDB_HEADER, WandbFileError, find_wandb_files, parse_records, read_run
+from support.backends import wandb_offline
+from support.wandb_files import WANDB_HEADER, WandbFileError, find_wandb_files, parse_records, read_run
 
 
 @pytest.fixture(autouse=True)

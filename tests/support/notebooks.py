@@ -17,7 +17,7 @@ import jupytext
 import nbformat
 from nbclient import NotebookClient
 
-EXAMPLES = pathlib.Path(__file__).parents[1] / "examples"
+EXAMPLES = pathlib.Path(__file__).parents[2] / "examples"
 
 # Per cell: a kernel that compiles a few JAX functions on a busy 2-core machine is slow, never hung.
 CELL_TIMEOUT_SECS = 300

@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
 
 from jaxtrack import reporter
 from jaxtrack.trackers.local import RunStore
-from wandb_files import find_wandb_files, parse_records
+from support.wandb_files import find_wandb_files, parse_records
 
 # ---- the local store ------------------------------------------------------------------------------
 
@@ -79,6 +81,45 @@ def tb_series(accumulator: EventAccumulator, tag: str) -> list[tuple[int, Any]]:
         item = array.item()
         series.append((event.step, item.decode("utf-8") if isinstance(item, bytes) else item))
     return series
+
+
+HPARAMS_TAG = hparams_metadata.SESSION_START_INFO_TAG  # "_hparams_/session_start_info"
+
+
+def tb_tensors(accumulator: EventAccumulator, tag: str) -> list[tuple[int, np.ndarray]]:
+    """Every event of ``tag`` as ``(step, array)``, in TensorBoard's order (purged ones left out)."""
+    return [(event.step, tensor_util.make_ndarray(event.tensor_proto)) for event in accumulator.Tensors(tag)]
+
+
+def tb_scalars(accumulator: EventAccumulator, tag: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of a scalar tag; fails if a value of it is not a scalar."""
+    series = []
+    for step, array in tb_tensors(accumulator, tag):
+        assert array.shape == (), f"{tag} at step {step} is not a scalar: shape {array.shape}"
+        series.append((step, array.item()))
+    return series
+
+
+def tb_plugin(accumulator: EventAccumulator, tag: str) -> str:
+    """The plugin (dashboard) that shows ``tag``: ``scalars``, ``histograms``, ``text``, ``images``..."""
+    return accumulator.SummaryMetadata(tag).plugin_data.plugin_name
+
+
+def tb_session_start_info(logdir: str | os.PathLike[str]) -> Any:
+    """The hyperparameters as the HParams plugin finds them: the tag's summary metadata content."""
+    acc = tb_accumulator(logdir)
+    assert HPARAMS_TAG in acc.Tags()["tensors"]
+    content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)[HPARAMS_TAG]
+    plugin_data = plugin_data_pb2.HParamsPluginData.FromString(content)
+    assert plugin_data.WhichOneof("data") == "session_start_info"
+    return hparams_metadata.parse_session_start_info_plugin_data(content)
+
+
+def tb_plain_hparams(info: Any) -> dict[str, tuple[str, Any]]:
+    """``{name: (kind, value)}`` of a session start info's hyperparameters."""
+    return {
+        key: (value.WhichOneof("kind"), getattr(value, value.WhichOneof("kind"))) for key, value in info.hparams.items()
+    }
 
 
 # ---- W&B ------------------------------------------------------------------------------------------
