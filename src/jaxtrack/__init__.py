@@ -1,45 +1,23 @@
 """jaxtrack: experiment tracking for JAX, Flax and Optax training loops.
 
+The names users type live here: the logging functions, the in-graph metrics
+(``jit``, ``jit_log``), the tracker interface and its configs, the value
+types, the training loop, and every error. Concrete backends live in
+``jaxtrack.trackers`` (``from jaxtrack.trackers import LocalTracker``);
+``jaxtrack.LocalTracker`` and the other backends and configs also resolve
+here, on first use.
+
 Examples:
     >>> import jaxtrack as jt
     >>> with jt.init_tracker({"type": "noop"}, run_id="example"):
     ...     jt.log({"loss": 0.5}, step=0)
 """
 
+from typing import Any
+
 from jaxtrack import callbacks
-from jaxtrack._optional import MissingExtraError
-from jaxtrack.callbacks import StopTraining, train
-from jaxtrack.ingraph import (
-    NestedTransformError,
-    TrackedFunction,
-    capture,
-    fori_loop,
-    jit,
-    jit_log,
-    scan,
-)
-from jaxtrack.trackers import (
-    CompositeTracker,
-    ConsoleConfig,
-    ConsoleTracker,
-    LocalConfig,
-    LocalTracker,
-    NoopConfig,
-    NoopTracker,
-    RunStore,
-    TensorboardConfig,
-    TensorboardTracker,
-    Tracker,
-    TrackerConfig,
-    TrackerConfigError,
-    TrackerError,
-    WandbConfig,
-    WandbTracker,
-)
-from jaxtrack.trackers.clu import as_metric_writer, from_metric_writer
-from jaxtrack.tracking import (
-    BackendError,
-    NoTrackerWarning,
+from jaxtrack._version import __version__
+from jaxtrack.api import (
     current_tracker,
     finish,
     flush,
@@ -51,53 +29,87 @@ from jaxtrack.tracking import (
     log_hyperparameters,
     log_summary,
 )
+from jaxtrack.callbacks import train
+from jaxtrack.errors import (
+    BackendError,
+    DataLossWarning,
+    FinishedTrackerError,
+    MissingExtraError,
+    NestedTransformError,
+    NoTrackerWarning,
+    StopTraining,
+    TrackerConfigError,
+    TrackerError,
+)
+from jaxtrack.ingraph import TrackedFunction, capture, fori_loop, jit, jit_log, scan
+from jaxtrack.metric_writer import as_metric_writer
+from jaxtrack.trackers.base import NoopTracker, Tracker
+from jaxtrack.trackers.clu import from_metric_writer
+from jaxtrack.trackers.composite import CompositeTracker
+from jaxtrack.trackers.config import TrackerConfig
 from jaxtrack.values import Histogram, Image, flatten
 
-__version__ = "0.1.0"
+_BACKEND_NAMES = frozenset(
+    {
+        "ConsoleConfig",
+        "ConsoleTracker",
+        "LocalConfig",
+        "LocalTracker",
+        "NoopConfig",
+        "RunStore",
+        "TensorboardConfig",
+        "TensorboardTracker",
+        "WandbConfig",
+        "WandbTracker",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    # Concrete backends live in jaxtrack.trackers; jaxtrack.LocalTracker and friends still resolve.
+    if name in _BACKEND_NAMES:
+        from jaxtrack import trackers
+
+        return getattr(trackers, name)
+    raise AttributeError(f"module 'jaxtrack' has no attribute {name!r}")
+
 
 __all__ = [
-    "as_metric_writer",
     "BackendError",
-    "from_metric_writer",
-    "StopTraining",
-    "train",
-    "callbacks",
-    "scan",
-    "jit_log",
-    "jit",
-    "fori_loop",
-    "capture",
-    "TrackedFunction",
-    "NestedTransformError",
     "CompositeTracker",
-    "ConsoleConfig",
-    "ConsoleTracker",
+    "DataLossWarning",
+    "FinishedTrackerError",
     "Histogram",
     "Image",
-    "LocalConfig",
-    "LocalTracker",
     "MissingExtraError",
+    "NestedTransformError",
     "NoTrackerWarning",
-    "NoopConfig",
     "NoopTracker",
-    "RunStore",
-    "TensorboardConfig",
-    "TensorboardTracker",
+    "StopTraining",
+    "TrackedFunction",
     "Tracker",
     "TrackerConfig",
     "TrackerConfigError",
     "TrackerError",
-    "WandbConfig",
-    "WandbTracker",
+    "__version__",
+    "as_metric_writer",
+    "callbacks",
+    "capture",
     "current_tracker",
     "finish",
-    "flush",
     "flatten",
+    "flush",
+    "fori_loop",
+    "from_metric_writer",
     "get_tracker",
     "init_tracker",
+    "jit",
+    "jit_log",
     "log",
     "log_artifact",
     "log_configuration",
     "log_hyperparameters",
     "log_summary",
+    "scan",
+    "train",
 ]

@@ -5,23 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-
-class MissingExtraError(ImportError):
-    """An optional package a backend needs is not installed.
-
-    The message names the extra to install, e.g. ``pip install
-    'jaxtrack[wandb]'`` (also ``[tensorboard]``, ``[clu]``, ``[checkpoint]``,
-    ``[progress]``, ``[plot]``). It is an ``ImportError``, so code that falls
-    back when a package is missing catches it as it would the import's error.
-
-    Examples:
-        >>> import tempfile, jaxtrack as jt
-        >>> try:
-        ...     tracker = jt.TensorboardTracker(tempfile.mkdtemp())
-        ... except jt.MissingExtraError:  # "... pip install 'jaxtrack[tensorboard]'"
-        ...     tracker = jt.ConsoleTracker()
-        >>> tracker.finish()
-    """
+from jaxtrack.errors import MissingExtraError
 
 
 def import_optional(module: str, *, extra: str, purpose: str) -> ModuleType:

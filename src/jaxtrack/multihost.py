@@ -37,6 +37,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxtrack.values.convert import with_key_order
+
 
 def process_index() -> int:
     """This process's index in a ``jax.distributed`` run (0 when there is one process).
@@ -138,19 +140,10 @@ def replicate_sharded(tree: Any) -> Any:
     gathered = _replicator(tuple(_replicated(array.sharding) for array in arrays))(*arrays)
     for i, array in zip(picked, gathered, strict=True):
         leaves[i] = array
-    return _in_order(tree, jax.tree_util.tree_unflatten(treedef, leaves))
+    return with_key_order(tree, jax.tree_util.tree_unflatten(treedef, leaves))
 
 
 _one_process = False  # known once a JAX array was seen in a one-process run (the count never changes then)
-
-
-def _in_order(given: Any, rebuilt: Any) -> Any:
-    """``rebuilt`` with the key order of the mappings in ``given`` (pytree flattening sorts dict keys)."""
-    if isinstance(given, dict):
-        return type(given)((key, _in_order(given[key], rebuilt[key])) for key in given)
-    if type(given) in (list, tuple):
-        return type(given)(_in_order(g, r) for g, r in zip(given, rebuilt, strict=True))
-    return rebuilt
 
 
 def _replicated(sharding: jax.sharding.Sharding) -> NamedSharding:

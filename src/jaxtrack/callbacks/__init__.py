@@ -5,7 +5,7 @@ CLU's ``every_steps``, ``every_secs`` and ``on_steps``, and a skipped step is
 no error. A callback ends training by raising [`StopTraining`][jaxtrack.callbacks.StopTraining].
 """
 
-from jaxtrack.callbacks.base import Callback, CallbackList, LambdaCallback, PeriodicCallback, StopTraining
+from jaxtrack.callbacks.base import Callback, CallbackList, LambdaCallback, PeriodicCallback
 from jaxtrack.callbacks.checkpoint import Checkpoint
 from jaxtrack.callbacks.evaluate import Evaluate
 from jaxtrack.callbacks.guards import EarlyStopping, TerminateOnNaN
@@ -15,6 +15,7 @@ from jaxtrack.callbacks.profile import Profile
 from jaxtrack.callbacks.progress import ReportProgress
 from jaxtrack.callbacks.report import ReportMetrics
 from jaxtrack.callbacks.schedule import Schedule
+from jaxtrack.errors import StopTraining
 
 __all__ = [
     "Callback",

@@ -9,36 +9,6 @@ from typing import Any
 from jaxtrack.callbacks.schedule import Schedule
 
 
-class StopTraining(Exception):
-    """Raised by a callback to end training cleanly (NaN seen, no more improvement, ...).
-
-    In your own loop, catch it, then finish as usual; ``reason`` says why and
-    ``step`` is where (if the callback said). [`jaxtrack.train`][jaxtrack.train] catches it and
-    ends the run normally.
-
-    Examples:
-        >>> import itertools, jaxtrack as jt
-        >>> from jaxtrack.callbacks import StopTraining
-        >>> def stop_at_3(step, **context):
-        ...     if step == 3:
-        ...         raise StopTraining("enough", step=step)
-        >>> try:
-        ...     for step in range(1, 10):
-        ...         stop_at_3(step)
-        ... except StopTraining as stop:
-        ...     print(stop.reason, stop.step)
-        enough 3
-        >>> with jt.current_tracker(jt.NoopTracker()):
-        ...     jt.train(lambda state, batch: state + batch, 0, itertools.repeat(1), 10, callbacks=[stop_at_3])
-        3
-    """
-
-    def __init__(self, reason: str, *, step: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.step = step
-
-
 class Callback:
     """Something to do as training runs: at its beginning, at each step, at its end.
 
@@ -222,5 +192,4 @@ __all__ = [
     "CallbackList",
     "LambdaCallback",
     "PeriodicCallback",
-    "StopTraining",
 ]

@@ -2,7 +2,7 @@
 
 At due steps the callback calls your ``eval_fn(step, **context)``, which
 returns a dict of metrics (JAX arrays welcome: it may be a jitted function),
-and queues them, prefixed, for the background reporter. The reporter fetches
+and logs them, prefixed, through the tracker's front door. The pipeline fetches
 the arrays off the training thread, so the loop goes on dispatching steps
 while the evaluation runs on the device. Guards such as
 [`EarlyStopping`][jaxtrack.callbacks.EarlyStopping] see the values once delivered.
@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from jaxtrack import reporter, tracking
+from jaxtrack import api
 from jaxtrack.callbacks.base import PeriodicCallback
-from jaxtrack.trackers.base import Tracker, check_step
-from jaxtrack.values import check_values
+from jaxtrack.trackers.base import Tracker
 
 
 class Evaluate(PeriodicCallback):
@@ -80,13 +79,8 @@ class Evaluate(PeriodicCallback):
                 f"Evaluate's eval_fn must return a dict of metrics, got {type(metrics).__name__} at step {step}"
             )
         prefixed = {f"{self.prefix}{name}": value for name, value in metrics.items()}
-        if self.tracker is None:
-            tracking.log(prefixed, step=step)  # checks the values and step on this thread
-        else:
-            # Checked here, as jaxtrack.log would, so a bad value fails in the loop, not on the reporter.
-            check_values(prefixed)
-            check_step(step)
-            reporter.call_soon(self.tracker, "log", prefixed, step=step)
+        # The tracker's front door: checked on this thread, fetched and written off it.
+        (self.tracker or api.current_tracker()).log(prefixed, step=step)
         self.evaluated_steps.append(step)
 
 

@@ -1,7 +1,7 @@
 """Guards that stop training from reported values: ``TerminateOnNaN`` and ``EarlyStopping``.
 
 They read what the background reporter already fetched for the trackers
-(``jaxtrack.reporter.ReportedValues``), so they cost no device sync and
+(``jaxtrack.pipeline.taps.ReportedValues``), so they cost no device sync and
 need no wiring: put them in the same hooks list as ``ReportMetrics``. A value
 is seen once the reporter has delivered it, so a NaN may be noticed a few
 steps after it was reported; ``on_end`` waits for the reporter and looks once
@@ -23,9 +23,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from jaxtrack import multihost, reporter, tracking
-from jaxtrack.callbacks.base import Callback, StopTraining
-from jaxtrack.reporter import NonFinite
+from jaxtrack import api, multihost, pipeline
+from jaxtrack.callbacks.base import Callback
+from jaxtrack.errors import StopTraining
+from jaxtrack.pipeline.taps import NonFinite
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class _ReportedValuesReader(Callback):
     """Reads the values reported since the last look, every one of them, in order."""
 
     def __init__(self) -> None:
-        self._reported = reporter.default_reporter().reported.reader()
+        self._reported = pipeline.reported().reader()
         self._reason: str | None = None  # why to stop, decided and not acted on yet
 
     def _fresh(self) -> list[tuple[str, int | None, Any]]:
@@ -57,7 +58,7 @@ class _ReportedValuesReader(Callback):
             self._reason = self._reason or "process 0 stopped training"
         if self._reason is not None:
             # Mark the run, so the reason is recorded with it, then stop the loop.
-            tracking.log_summary({"stopped_early": self._reason, "stopped_at_step": step})
+            api.log_summary({"stopped_early": self._reason, "stopped_at_step": step})
             raise StopTraining(self._reason, step=step)
 
 
@@ -97,11 +98,11 @@ class TerminateOnNaN(_ReportedValuesReader):
         self._decide(reason, step)
 
     def on_end(self, step: int, **context: Any) -> None:
-        tracking.flush()
+        api.flush()
         for key, at, value in self._fresh():
             if (self.keys is None or key in self.keys) and not _finite(value):
                 logger.warning("jaxtrack: %s is %s at step %s (seen as training ended)", key, _describe(value), at)
-                tracking.log_summary({"nonfinite_metric": key, "nonfinite_at_step": at})
+                api.log_summary({"nonfinite_metric": key, "nonfinite_at_step": at})
 
 
 class EarlyStopping(_ReportedValuesReader):
@@ -156,7 +157,7 @@ class EarlyStopping(_ReportedValuesReader):
 
     def on_end(self, step: int, **context: Any) -> None:
         # Takes in the last reports, so best and best_step describe the whole run.
-        tracking.flush()
+        api.flush()
         self._consume()
 
     def _consume(self) -> bool:

@@ -16,9 +16,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
-from jaxtrack import tracking
+from jaxtrack import api
 from jaxtrack.callbacks.base import PeriodicCallback
 
 
@@ -81,10 +80,9 @@ class LearningRateMonitor(PeriodicCallback):
 
     def run(self, step: int, **context: Any) -> None:
         found = self.find(self._opt_state(context))
-        # A copy, dispatched asynchronously: a training step that donates its
-        # optimizer state would otherwise free these buffers before the
-        # reporter fetches them.
-        tracking.log({f"{self.prefix}{name}": jnp.copy(value) for name, value in found.items()}, step=step)
+        # jaxtrack.log copies JAX arrays on their device, so a step that donates its
+        # optimizer state cannot free these buffers before they are fetched.
+        api.log({f"{self.prefix}{name}": value for name, value in found.items()}, step=step)
 
     def find(self, opt_state: Any) -> dict[str, Any]:
         """The hyperparameters of every ``inject_hyperparams`` state in ``opt_state``, by logged name (no prefix)."""

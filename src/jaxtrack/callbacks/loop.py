@@ -10,8 +10,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxtrack import tracking
-from jaxtrack.callbacks.base import Callback, CallbackList, PeriodicCallback, StopTraining
+from jaxtrack import api, run
+from jaxtrack.callbacks.base import Callback, CallbackList, PeriodicCallback
+from jaxtrack.errors import StopTraining
 
 logger = logging.getLogger(__name__)
 
@@ -130,23 +131,48 @@ class Loop:
         except StopTraining as stop:
             logger.info("jaxtrack: training stopped at step %d: %s", completed, stop.reason)
         except BaseException as error:  # also Ctrl-C: the data logged so far must reach the backends
-            self._end(completed, state)
-            status = "killed" if isinstance(error, KeyboardInterrupt) else "failed"
-            reason = "interrupted" if status == "killed" else f"failed: {type(error).__name__}"
-            tracking.log_summary({"status": reason, "last_step": completed})
-            tracking.finish(status=status)
+            self._fail(error, completed, state)
             raise
-        self._end(completed, state)
+        try:
+            self._end(completed, state)
+        except BaseException as error:  # a callback failed as training ended: so did the run
+            self._fail(error, completed, state, callbacks_ended=True)
+            raise
         logger.info("jaxtrack: %d steps in %.1f s", completed - start + 1, time.monotonic() - started)
-        if owned is not None and tracking.current_or_none() is owned:
-            tracking.finish()
+        if owned is not None and run.current() is owned:
+            api.finish()
         return state
+
+    def _fail(self, error: BaseException, step: int, state: Any, *, callbacks_ended: bool = False) -> None:
+        """Ends a run that ``error`` ends: the callbacks end, the run is marked and finished; ``error`` is kept.
+
+        A failure while ending (a callback's ``on_end``, a backend in strict
+        mode) is logged and noted on ``error``, never raised in its place.
+        """
+        status = "killed" if isinstance(error, KeyboardInterrupt) else "failed"
+        if not callbacks_ended:
+            try:
+                self._end(step, state)
+            except BaseException as end_error:
+                logger.error("jaxtrack: a callback failed as training ended after an error", exc_info=end_error)
+                error.add_note(f"jaxtrack: ending the callbacks failed too: {type(end_error).__name__}: {end_error}")
+        tracker = run.current()
+        if tracker is None:
+            return
+        reason = "interrupted" if status == "killed" else f"failed: {type(error).__name__}"
+        try:
+            tracker.log_summary({"status": reason, "last_step": step})
+        finally:
+            try:
+                run.end(tracker, status=status)
+            except BaseException as end_error:  # noqa: BLE001 - e.g. a strict-mode backend failure
+                error.add_note(f"jaxtrack: ending the run: {type(end_error).__name__}: {end_error}")
 
     def _default_tracker(self) -> Any:
         """Starts the default tracker when none is set, so the run is recorded; returns it (else ``None``)."""
-        if tracking.current_or_none() is not None:
+        if run.current() is not None:
             return None
-        tracker = tracking.init_tracker()
+        tracker = api.init_tracker()
         logger.warning(
             "jaxtrack: no tracker was set, so this run is recorded in the local store %s as run %s "
             "(see it with `jaxtrack show %s`)",
@@ -160,10 +186,10 @@ class Loop:
         try:
             self.callbacks.on_end(step, state=state)
         finally:
-            if not tracking.flush(timeout=tracking.FINISH_TIMEOUT_SECS):
+            if not api.flush(timeout=run.FINISH_TIMEOUT_SECS):
                 logger.warning(
                     "jaxtrack: a backend did not take everything within %.0f s; training ends without waiting more",
-                    tracking.FINISH_TIMEOUT_SECS,
+                    run.FINISH_TIMEOUT_SECS,
                 )
 
     def _restore(self, state: Any) -> tuple[Any, int]:

@@ -4,7 +4,7 @@ The bar (``tqdm.auto``, so a widget in a notebook and text in a terminal)
 moves at its schedule by the number of steps the loop has dispatched, and
 shows steps per second, the time left, and the latest metrics. Those metrics
 are read from what the background reporter has already fetched for the
-trackers (``jaxtrack.reporter.ReportedValues``), so drawing the bar costs
+trackers (``jaxtrack.pipeline.taps.ReportedValues``), so drawing the bar costs
 no device sync: it shows the values reported so far, a little behind the
 loop when the device is. With ``write_to_tracker=True`` the measured speed is
 logged as ``STEPS_PER_SEC`` (``"steps_per_sec"``).
@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
-from jaxtrack import reporter, tracking
+from jaxtrack import api, pipeline
 from jaxtrack._optional import import_optional
 from jaxtrack.callbacks.base import PeriodicCallback
-from jaxtrack.reporter import NonFinite
+from jaxtrack.pipeline.taps import NonFinite
 
 STEPS_PER_SEC = "steps_per_sec"
 
@@ -79,7 +79,7 @@ class ReportProgress(PeriodicCallback):
         self.steps_per_sec: float | None = None
         self._last: tuple[int, float] | None = None  # step and time of the last redraw (or the start)
         self._latest: dict[str, Any] = {}  # the last reported value of each metric
-        self._reported = reporter.default_reporter().reported.reader()
+        self._reported = pipeline.reported().reader()
         _bar_class()  # a missing tqdm is an error here, before training starts
         self._shown = 0  # the steps the bar counts
         self._time_from_next_step = False
@@ -108,7 +108,7 @@ class ReportProgress(PeriodicCallback):
             self.steps_per_sec = (step - last_step) / (now - last_time)
             if self.write_to_tracker:
                 # A host float, queued: the tracker gets it with the step's other values.
-                tracking.log({STEPS_PER_SEC: self.steps_per_sec}, step=step)
+                api.log({STEPS_PER_SEC: self.steps_per_sec}, step=step)
         self._last = (step, now)
         self._redraw(step)
 
@@ -126,7 +126,7 @@ class ReportProgress(PeriodicCallback):
         if self.bar is not None:
             self.bar.close()  # a second run with the same callback starts a new bar
         done = max(done, 0)
-        self._reported = reporter.default_reporter().reported.reader()  # older values belong to another run
+        self._reported = pipeline.reported().reader()  # older values belong to another run
         self._latest = {}
         self.steps_per_sec = None
         self._last = (done, self._clock())

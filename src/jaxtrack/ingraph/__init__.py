@@ -1,6 +1,7 @@
 """In-graph metrics: ``jit_log`` inside jitted steps, reduced on the device, read only when reported."""
 
-from jaxtrack.ingraph.capture import Captured, NestedTransformError, capture, jit_log
+from jaxtrack.ingraph.capture import Captured, capture, jit_log
+from jaxtrack.ingraph.layout import MetricSpec
 from jaxtrack.ingraph.loops import fori_loop, scan
 from jaxtrack.ingraph.reductions import (
     HistogramReduction,
@@ -13,7 +14,7 @@ from jaxtrack.ingraph.reductions import (
     Sum,
     get_reduction,
 )
-from jaxtrack.ingraph.tracked import MetricSpec, TrackedFunction, jit
+from jaxtrack.ingraph.tracked import TrackedFunction, jit
 
 __all__ = [
     "Captured",
@@ -23,7 +24,6 @@ __all__ = [
     "Mean",
     "MetricSpec",
     "Min",
-    "NestedTransformError",
     "Reduction",
     "Stats",
     "Sum",

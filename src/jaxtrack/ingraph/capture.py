@@ -20,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtrack import reporter, tracking
+from jaxtrack import api
+from jaxtrack.errors import NestedTransformError
 from jaxtrack.ingraph.reductions import Reduction, State, get_reduction
+from jaxtrack.pipeline.calls import Call
 from jaxtrack.values import flatten
 
 try:
@@ -63,31 +65,6 @@ class Entry:
 
     def initial(self) -> State:
         return self.reduction.init(self.shape, self.dtype)
-
-
-class NestedTransformError(RuntimeError):
-    """``jit_log`` was called inside a transformation nested in the traced step (scan, grad, vmap...).
-
-    The values of a nested transformation cannot leave it into the step's
-    accumulator. The message says what to do instead: use
-    [`jaxtrack.scan`][jaxtrack.scan] / [`jaxtrack.fori_loop`][jaxtrack.fori_loop] for loop bodies; for a
-    differentiated function, return the values as aux (``has_aux=True``) and
-    ``jit_log`` them after the grad.
-
-    Examples:
-        >>> import jax, jax.numpy as jnp, jaxtrack as jt
-        >>> @jt.jit
-        ... def step(x):
-        ...     def body(total, xi):
-        ...         jt.jit_log({"xi": xi})  # in a bare lax.scan body
-        ...         return total + xi, None
-        ...     return jax.lax.scan(body, 0.0, x)[0]
-        >>> try:
-        ...     step(jnp.ones(3))
-        ... except jt.NestedTransformError:
-        ...     print("use jt.scan for the loop")
-        use jt.scan for the loop
-    """
 
 
 class Frame:
@@ -246,7 +223,7 @@ def jit_log(metrics: Mapping[str, Any], *, step: Any = None, reduce: str | Reduc
     if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(leaves)):
         _log_through_callback(flat, step)
     else:
-        tracking.log(flat, step=step)
+        api.log(flat, step=step)
 
 
 def _log_through_callback(flat: dict[str, Any], step: Any) -> None:
@@ -264,16 +241,13 @@ def _log_through_callback(flat: dict[str, Any], step: Any) -> None:
     def on_host(step_value: Any, *values: Any) -> None:
         host_step = None if step_value is None else int(np.asarray(step_value))
         # The device waits on this callback: queue without waiting for room.
-        reporter.call_soon(
-            tracking.current_tracker(), "log", dict(zip(names, values, strict=True)), step=host_step, may_block=False
-        )
+        api.current_tracker()._submit(Call("log", dict(zip(names, values, strict=True)), step=host_step), room=False)
 
     jax.debug.callback(on_host, step, *flat.values())
 
 
 __all__ = [
     "Captured",
-    "NestedTransformError",
     "capture",
     "jit_log",
 ]

@@ -15,7 +15,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxtrack.ingraph.capture import Entry, NestedTransformError, current_frame, open_frame, trace_state
+from jaxtrack.errors import NestedTransformError
+from jaxtrack.ingraph.capture import Entry, current_frame, open_frame, trace_state
 
 
 def scan(

@@ -1,11 +1,22 @@
-"""Trackers: the backends metrics go to, and the configs that build them.
+"""Trackers: the backends values go to, and the configs that build them.
 
-The backend modules import their packages (``tensorboard``, ``wandb``) only
-when a tracker is made, so importing this package stays light.
+``Tracker`` is the interface (and front door) every backend has;
+``CompositeTracker`` and ``NoopTracker`` are built from nothing else. One
+backend a module: ``local`` (the default run store), ``tensorboard``,
+``wandb``, ``console``, ``clu`` (any CLU ``MetricWriter``). A backend module
+imports its package (``tensorboard``, ``wandb``) only when a tracker is made,
+so importing this package stays light.
+
+Examples:
+    >>> from jaxtrack.trackers import ConsoleTracker, TrackerConfig
+    >>> TrackerConfig.parse("type: console").init(None).name
+    'console'
 """
 
-from jaxtrack.trackers.base import CompositeTracker, NoopTracker, StepCounter, Tracker, TrackerError
-from jaxtrack.trackers.config import NoopConfig, TrackerConfig, TrackerConfigError
+from jaxtrack.pipeline.steps import StepCounter
+from jaxtrack.trackers.base import NoopTracker, Tracker
+from jaxtrack.trackers.composite import CompositeTracker
+from jaxtrack.trackers.config import NoopConfig, TrackerConfig
 from jaxtrack.trackers.console import ConsoleConfig, ConsoleTracker
 from jaxtrack.trackers.local import LocalConfig, LocalTracker, RunStore
 from jaxtrack.trackers.tensorboard import TensorboardConfig, TensorboardTracker
@@ -25,8 +36,6 @@ __all__ = [
     "TensorboardTracker",
     "Tracker",
     "TrackerConfig",
-    "TrackerConfigError",
-    "TrackerError",
     "WandbConfig",
     "WandbTracker",
 ]

@@ -25,28 +25,13 @@ from typing import Any, ClassVar, TypeVar
 
 import yaml
 
+from jaxtrack.errors import TrackerConfigError
 from jaxtrack.trackers.base import NoopTracker, Tracker
 
 ENTRY_POINT_GROUP = "jaxtrack.trackers"
 """The entry-point group in which installed packages offer tracker configs, by ``type`` name."""
 
 _C = TypeVar("_C", bound="type[TrackerConfig]")
-
-
-class TrackerConfigError(ValueError):
-    """A tracker config that cannot be used: unknown type, unknown field, or a wrong value.
-
-    Raised before any backend starts; the message names the offending type or
-    field and lists what is valid.
-
-    Examples:
-        >>> import jaxtrack as jt
-        >>> try:
-        ...     jt.TrackerConfig.parse({"type": "tensorboard", "log_dir": "logs"})
-        ... except jt.TrackerConfigError as error:
-        ...     print(error)
-        unknown field 'log_dir' for tracker type 'tensorboard' (did you mean 'logdir'?); valid fields: logdir, flush_secs, filename_suffix, histogram_bins, all_processes
-    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,5 +303,4 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "NoopConfig",
     "TrackerConfig",
-    "TrackerConfigError",
 ]

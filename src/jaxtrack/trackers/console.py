@@ -13,10 +13,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from jaxtrack.redaction import redact
-from jaxtrack.trackers.base import StepCounter, Tracker
+from jaxtrack.trackers.base import Tracker
 from jaxtrack.trackers.config import TrackerConfig
-from jaxtrack.values import Histogram, HostValue, Image, flatten, normalize, to_host, to_plain
+from jaxtrack.values import Histogram, HostValue, Image
 
 DEFAULT_LOGGER = "jaxtrack.console"
 
@@ -52,7 +51,6 @@ class ConsoleTracker(Tracker):
         if not isinstance(self.level, int):
             raise ValueError(f"unknown logging level {level!r}")
         self.precision = precision
-        self._steps = StepCounter()
         if not self.logger.hasHandlers():
             handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
@@ -61,15 +59,14 @@ class ConsoleTracker(Tracker):
             self.logger.setLevel(self.level)
 
     def log(self, metrics: Mapping[str, Any], *, step: int | None = None, commit: bool | None = None) -> None:
-        resolved = self._steps.resolve(step, commit)
-        self._emit(f"step {resolved}", metrics)
+        self._emit(f"step {step}", metrics)
 
     def log_summary(self, metrics: Mapping[str, Any]) -> None:
         self._emit("summary", metrics)
 
     def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
         if self.logger.isEnabledFor(self.level):
-            items = (f"{key} {to_plain(value)!r}" for key, value in redact(to_host(flatten(hparams))).items())
+            items = (f"{key} {value!r}" for key, value in hparams.items())
             self.logger.log(self.level, " | ".join(["hyperparameters", *items]))
 
     def log_artifact(
@@ -91,8 +88,8 @@ class ConsoleTracker(Tracker):
         if not self.logger.isEnabledFor(self.level):
             return
         parts = [head]
-        for key, raw in to_host(flatten(metrics)).items():
-            parts.append(f"{key} {self._format(normalize(key, raw))}")
+        for key, value in metrics.items():
+            parts.append(f"{key} {self._format(value)}")
         self.logger.log(self.level, " | ".join(parts))
 
     def _format(self, value: HostValue) -> str:

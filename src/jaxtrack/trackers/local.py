@@ -59,10 +59,12 @@ from typing import Any
 import numpy as np
 
 from jaxtrack._paths import safe_file_name
+from jaxtrack.ids import new_run_id, validate_run_id
 from jaxtrack.multihost import per_process, writes
+from jaxtrack.pipeline.steps import StepCounter
 from jaxtrack.redaction import redact
-from jaxtrack.run_id import new_run_id, validate_run_id
-from jaxtrack.trackers.base import StepCounter, Tracker, check_run_end_status
+from jaxtrack.run import check_run_end_status
+from jaxtrack.trackers.base import Tracker
 from jaxtrack.trackers.config import TrackerConfig
 from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, Image, flatten, normalize, to_host, to_plain
 
@@ -181,6 +183,7 @@ class LocalTracker(Tracker):
     """
 
     name = "local"
+    histogram_bins: int
 
     def __init__(
         self,
@@ -964,7 +967,7 @@ def _git_info() -> dict[str, Any]:
 def _system_info() -> dict[str, Any]:
     import jax
 
-    from jaxtrack import __version__
+    from jaxtrack._version import __version__
 
     return {
         "python": platform.python_version(),

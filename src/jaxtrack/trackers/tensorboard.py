@@ -33,28 +33,17 @@ import threading
 import time
 import types
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from jaxtrack._optional import import_optional
 from jaxtrack._paths import safe_file_name
+from jaxtrack.ids import validate_run_id
 from jaxtrack.multihost import per_process, writes
-from jaxtrack.redaction import redact
-from jaxtrack.run_id import validate_run_id
-from jaxtrack.trackers.base import StepCounter, Tracker
+from jaxtrack.trackers.base import Tracker
 from jaxtrack.trackers.config import TrackerConfig
-from jaxtrack.values import (
-    DEFAULT_NUM_BINS,
-    HOST_SCALAR_TYPES,
-    Histogram,
-    HostValue,
-    Image,
-    flatten,
-    normalize,
-    to_host,
-    to_plain,
-)
+from jaxtrack.values import DEFAULT_NUM_BINS, HOST_SCALAR_TYPES, Histogram, HostValue, Image, to_plain
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +99,6 @@ class TensorboardTracker(Tracker):
             self.logdir = per_process(os.path.normpath(self.logdir))  # a sibling run per process
         self.histogram_bins = histogram_bins
         self._lock = threading.RLock()
-        self._steps = StepCounter()
         self._session_started = False  # this session's START event is written
         self._last_step = -1
         self._hparams: dict[str, bool | int | float | str] = {}
@@ -130,17 +118,18 @@ class TensorboardTracker(Tracker):
         with self._lock:
             self._check_open()
             if self._writer is None:  # a process that does not write: no summaries to build
-                self._steps.resolve(step, commit)
                 return
-            values = self._summary_values(metrics)
-            self._write(values, self._steps.resolve(step, commit))
+            self._write(self._summary_values(metrics), cast(int, step))  # the front door gives every call its step
 
     def validate(self, metrics: Mapping[str, Any]) -> None:
+        # Numbers on the host are checked at the call; a JAX array's value is known only once fetched.
         for key, value in metrics.items():
-            if type(value) in HOST_SCALAR_TYPES and not isinstance(value, (bool, np.bool_)):
-                number = float(value)
-                if math.isfinite(number) and abs(number) > _FLOAT32_MAX:
-                    raise ValueError(f"metric {key!r}: {value!r} is too large for a TensorBoard scalar (float32)")
+            if isinstance(value, (bool, np.bool_)):
+                continue
+            if type(value) in HOST_SCALAR_TYPES or (
+                isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf"
+            ):
+                _float32_scalar(key, value)
 
     def log_summary(self, metrics: Mapping[str, Any]) -> None:
         # TensorBoard has no run summary: the values are written at the latest
@@ -152,7 +141,7 @@ class TensorboardTracker(Tracker):
     def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
         with self._lock:
             self._check_open()
-            for key, value in redact(to_host(flatten(hparams))).items():
+            for key, value in hparams.items():
                 self._hparams[key] = _hparam_value(value)
             if self._hparams_written:
                 logger.warning(
@@ -232,13 +221,12 @@ class TensorboardTracker(Tracker):
         if self._finished:
             raise RuntimeError(f"TensorboardTracker for {self.logdir!r} is finished; start a new tracker to log more")
 
-    def _summary_values(self, metrics: Mapping[str, Any]) -> list[Any]:
+    def _summary_values(self, metrics: Mapping[str, HostValue]) -> list[Any]:
         values = []
-        for key, raw in to_host(flatten(metrics)).items():
-            host = raw if type(raw) is float else normalize(key, raw, num_bins=self.histogram_bins)
-            value = _summary_value(key, host, key not in self._described)
-            if value is not None:
-                values.append(value)
+        for key, value in metrics.items():
+            summary = _summary_value(key, value, key not in self._described)
+            if summary is not None:
+                values.append(summary)
         return values
 
     def _write(self, values: list[Any], step: int) -> None:
@@ -345,20 +333,26 @@ def _summary_value(key: str, value: HostValue, with_metadata: bool) -> Any:
         tensor = tb.tensor_util.make_tensor_proto(np.array(encoded, dtype=object))
         metadata = tb.image_metadata.create_summary_metadata(display_name=key, description=value.caption or "")
     else:
-        try:
-            number = float(value)
-        except OverflowError:
-            raise ValueError(f"metric {key!r}: {value!r} is too large for a TensorBoard scalar (float32)") from None
-        return _scalar_value(tb, key, number)
+        return _scalar_value(tb, key, value)
     return tb.summary_pb2.Summary.Value(tag=key, tensor=tensor, metadata=metadata if with_metadata else None)
 
 
-def _scalar_value(tb: types.SimpleNamespace, key: str, number: float) -> Any:
+def _scalar_value(tb: types.SimpleNamespace, key: str, number: Any) -> Any:
     # Summary.Value.simple_value: TensorBoard's classic float32 scalar, read by both
     # of its loaders, and a third of the bytes (to checksum) of a tensor-plugin scalar.
-    if math.isfinite(number) and abs(number) > _FLOAT32_MAX:
-        raise ValueError(f"metric {key!r}: {number!r} is too large for a TensorBoard scalar (float32)")
-    return tb.summary_pb2.Summary.Value(tag=key, simple_value=number)
+    return tb.summary_pb2.Summary.Value(tag=key, simple_value=_float32_scalar(key, number))
+
+
+def _float32_scalar(key: str, value: Any) -> float:
+    """``value`` as the float TensorBoard stores, or a ``ValueError`` naming ``key`` if it is beyond float32."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    else:
+        if not math.isfinite(number) or abs(number) <= _FLOAT32_MAX:
+            return number
+    raise ValueError(f"metric {key!r}: {value!r} is too large for a TensorBoard scalar (float32)")
 
 
 def _png(image: np.ndarray) -> bytes:

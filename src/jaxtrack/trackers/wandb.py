@@ -15,18 +15,17 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
 from jaxtrack._optional import import_optional
 from jaxtrack._paths import safe_file_name
+from jaxtrack.ids import validate_run_id
 from jaxtrack.multihost import per_process, writes
-from jaxtrack.redaction import redact
-from jaxtrack.run_id import validate_run_id
-from jaxtrack.trackers.base import StepCounter, Tracker
+from jaxtrack.trackers.base import Tracker
 from jaxtrack.trackers.config import TrackerConfig
-from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, HostValue, Image, flatten, normalize, to_host, to_plain
+from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, HostValue, Image
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +104,6 @@ class WandbTracker(Tracker):
         self.step_metric = step_metric
         self.histogram_bins = histogram_bins
         self._lock = threading.RLock()
-        self._steps = StepCounter()
         self._finished = False
         self._exit_code = 0
         self._open_step: int | None = None  # a row left open by commit=False
@@ -116,8 +114,7 @@ class WandbTracker(Tracker):
         with self._lock:
             self._check_open()
             data = self._convert(metrics)
-            self.validate(data)
-            resolved = self._steps.resolve(step, commit)
+            resolved = cast(int, step)  # the front door gives every call its step
             if self._open_step is not None and self._open_step != resolved:
                 # W&B would merge these values into the open row, at the open row's step.
                 self.run.log({}, commit=True)
@@ -140,8 +137,7 @@ class WandbTracker(Tracker):
     def log_hyperparameters(self, hparams: Mapping[str, Any]) -> None:
         with self._lock:
             self._check_open()
-            config = {key: to_plain(value) for key, value in redact(to_host(flatten(hparams))).items()}
-            self.run.config.update(config, allow_val_change=True)
+            self.run.config.update(dict(hparams), allow_val_change=True)
 
     def log_artifact(
         self, artifact_path: str | os.PathLike[str], *, name: str | None = None, type: str | None = None
@@ -168,13 +164,8 @@ class WandbTracker(Tracker):
         if self._finished:
             raise RuntimeError("WandbTracker is finished; start a new tracker to log more")
 
-    def _convert(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
-        out = {}
-        for key, raw in to_host(flatten(metrics)).items():
-            value = _wandb_value(normalize(key, raw, num_bins=self.histogram_bins))
-            if value is not None:
-                out[key] = value
-        return out
+    def _convert(self, metrics: Mapping[str, HostValue]) -> dict[str, Any]:
+        return {key: _wandb_value(value) for key, value in metrics.items()}
 
     def __repr__(self) -> str:
         return f"WandbTracker(run={getattr(self.run, 'id', None)!r})"
