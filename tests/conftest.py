@@ -15,12 +15,12 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 @pytest.fixture(autouse=True)
 def _no_current_tracker():
-    from jaxtrack import tracking
+    from jaxtrack import api, run
 
-    with tracking._lock:
-        saved = tracking._current, tracking._warned_no_tracker
-        tracking._current = None
-        tracking._warned_no_tracker = False
+    with run._lock:
+        saved = run._current, api._warned_no_tracker
+        run._current = None
+        api._warned_no_tracker = False
     yield
-    with tracking._lock:
-        tracking._current, tracking._warned_no_tracker = saved
+    with run._lock:
+        run._current, api._warned_no_tracker = saved

@@ -1,4 +1,4 @@
-"""The module-level functions: current tracker, logging, look-up, finish, configuration."""
+"""The module-level functions: current tracker, logging, look-up, finish, configuration, init_tracker."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 import jaxtrack as jt
-from jaxtrack import tracking
+from jaxtrack import ids
 from support.recording import RecordingTracker
 
 
@@ -70,10 +70,13 @@ def test_log_artifact_missing_path_is_a_clear_error(tmp_path):
 
 
 def test_calls_reach_the_tracker_off_the_training_thread_with_host_values():
-    # The training thread only queues; the reporter copies arrays to the host and calls the backend.
+    # The training thread only queues; the dispatcher copies arrays to the host, normalises them once,
+    # and the backend's own thread calls it with flat host values: numbers, and arrays as histograms.
     threads = []
 
     class ThreadRecorder(RecordingTracker):
+        histogram_bins = 64  # as a backend that writes histograms gets them
+
         def log(self, metrics, *, step=None, commit=None):
             threads.append(threading.current_thread().name)
             super().log(metrics, step=step, commit=commit)
@@ -83,8 +86,9 @@ def test_calls_reach_the_tracker_off_the_training_thread_with_host_values():
         jt.log({"x": jnp.arange(3.0), "y": {"z": jnp.ones(())}}, step=0)
     assert threads == [f"jaxtrack-{tracker.name}"]  # the backend's own delivery thread, not the training one
     logged = tracker.logs[0][1]
-    assert isinstance(logged["x"], np.ndarray) and logged["x"].tolist() == [0.0, 1.0, 2.0]
-    assert isinstance(logged["y/z"], np.ndarray)
+    assert isinstance(logged["x"], jt.Histogram)
+    assert (logged["x"].num, logged["x"].min, logged["x"].max, logged["x"].sum) == (3, 0.0, 2.0, 3.0)
+    assert logged["y/z"] == 1.0 and type(logged["y/z"]) is float
 
 
 def test_calls_arrive_in_order_with_their_steps():
@@ -370,10 +374,10 @@ def test_init_tracker_rejects_unsafe_run_ids(bad):
 
 
 def test_new_run_ids_are_unique_and_safe():
-    ids = {tracking.new_run_id() for _ in range(50)}
-    assert len(ids) == 50
-    for run_id in ids:
-        assert tracking.validate_run_id(run_id) == run_id
+    made = {ids.new_run_id() for _ in range(50)}
+    assert len(made) == 50
+    for run_id in made:
+        assert ids.validate_run_id(run_id) == run_id
         assert os.sep not in run_id
 
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxtrack
 import jaxtrack as jt
 from jaxtrack import multihost
 from jaxtrack.multihost import _agreed_run_id, _id_payload
@@ -81,7 +82,7 @@ def test_init_tracker_shares_the_id_through_agree_on_run_id(monkeypatch: pytest.
         calls.append(run_id)
         return "from-process-0"
 
-    monkeypatch.setattr(jt.tracking, "agree_on_run_id", agree)
+    monkeypatch.setattr(jaxtrack.api, "agree_on_run_id", agree)
     with jt.init_tracker({"type": "noop"}):
         pass
     with jt.init_tracker([{"type": "noop"}], run_id="given"):

@@ -25,8 +25,10 @@ from tensorboard.backend.event_processing.plugin_event_accumulator import EventA
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 import jaxtrack as jt
+from jaxtrack.clu_writers import load_metric_writers
+from jaxtrack.metric_writer import as_metric_writer
 from jaxtrack.redaction import REDACTED, is_secret_key, redact
-from jaxtrack.trackers.clu import as_metric_writer, from_metric_writer, load_metric_writers
+from jaxtrack.trackers.clu import from_metric_writer
 from jaxtrack.trackers.local import LocalTracker, RunStore
 from jaxtrack.trackers.tensorboard import TensorboardTracker
 from jaxtrack.trackers.wandb import WandbTracker

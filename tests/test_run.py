@@ -1,4 +1,4 @@
-"""How a run ends when its process does: SIGTERM, an uncaught error, Ctrl-C, a normal exit.
+"""How a run ends: one lifecycle for finish, scopes, strict mode, and the process ending (SIGTERM, errors, exit).
 
 Each test starts ``tests/support/process_exit_worker.py`` as a real child process
 that records into a local store, ends it one way or another, and reads the

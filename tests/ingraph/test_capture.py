@@ -53,10 +53,12 @@ def test_fallback_with_a_python_step_and_without_a_step():
     with jt.current_tracker(tracker):
         step(jnp.float32(1.5))
         assert jt.flush(timeout=60)
-    assert sorted(tracker.logs, key=lambda row: list(row[1])) == [
-        (4, {"a": 1.5}, None),
-        (None, {"b": 3.0}, None),
-    ]
+    steps = {next(iter(metrics)): step for step, metrics, _ in tracker.logs}
+    assert sorted((list(metrics), commit) for _, metrics, commit in tracker.logs) == [(["a"], None), (["b"], None)]
+    assert [m for _, m, _ in sorted(tracker.logs, key=lambda row: list(row[1]))] == [{"a": 1.5}, {"b": 3.0}]
+    # Without a step the call takes the step after the last one logged (the callbacks run in either order).
+    first = next(iter(tracker.logs[0][1]))
+    assert steps == {"a": 4, "b": 5 if first == "a" else 0}
 
 
 def test_fallback_sends_to_the_tracker_current_when_the_step_runs():

@@ -1,6 +1,6 @@
 """Faults: a backend that raises, hangs or falls behind costs only itself; the training loop keeps going.
 
-Each backend gets its own queue and thread (:mod:`jaxtrack.delivery`). These
+Each backend gets its own queue and thread (:mod:`jaxtrack.pipeline.lanes`). These
 tests put a faulty backend next to healthy ones (a real local store, read
 back with :class:`~jaxtrack.RunStore`, and a recording tracker) and check
 that the healthy ones get every report, that the fault is reported (logged
@@ -11,7 +11,6 @@ teardown. Waits are bounded with generous limits that only a hang exceeds.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import itertools
 import logging
@@ -28,11 +27,11 @@ from typing import Any
 import pytest
 
 import jaxtrack as jt
-from jaxtrack import reporter, tracking
-from jaxtrack.delivery import BackendLane, Call
-from jaxtrack.reporter import Reporter
+from jaxtrack import pipeline, run
+from jaxtrack.pipeline.calls import Delivery
+from jaxtrack.pipeline.health import Health
+from jaxtrack.pipeline.lanes import Lane
 from jaxtrack.trackers.local import LocalTracker, RunStore
-from jaxtrack.tracking import BackendError
 from support.recording import RecordingTracker
 
 WAIT = 60  # generous bound for anything that should happen promptly
@@ -121,13 +120,7 @@ def hanging() -> Iterator[Any]:
     yield make
     for tracker in made:
         tracker.release.set()
-    reporter.default_reporter().flush(timeout=WAIT)
-
-
-@pytest.fixture
-def not_strict(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Strict mode is process-wide: put back what it was after the test."""
-    monkeypatch.setattr(tracking, "_strict", tracking._strict)
+    pipeline.flush(timeout=WAIT)
 
 
 def stored_history(path: Path, run_id: str) -> list[dict[str, Any]]:
@@ -152,7 +145,7 @@ def wait_until(condition: Any, what: str, timeout: float = WAIT) -> None:
 
 
 def finish_warnings(**kwargs: Any) -> list[str]:
-    """``jt.finish(**kwargs)``, and the messages of the RuntimeWarnings it gave."""
+    """``jt.finish(**kwargs)``, and the messages of the RuntimeWarnings (DataLossWarning) it gave."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         jt.finish(**kwargs)
@@ -184,15 +177,15 @@ def test_a_failing_backend_is_logged_once_counted_and_the_others_get_everything(
     assert recording.logs == [(step, metrics, None) for step, metrics in enumerate(sent)]
     assert recording.summaries == [{"best_loss": 1 / 30}] and recording.hparams == [{"lr": 0.1}]
 
-    errors = reporter.default_reporter().errors
-    assert errors.counts[failing.name, "log"] == 30
-    assert errors.counts[failing.name, "log_summary"] == 1
-    assert errors.counts[failing.name, "log_hyperparameters"] == 1
-    assert "is down" in str(errors.last[failing.name, "log"])
+    health = pipeline.dispatcher().health
+    assert health.counts[failing.name, "log"] == 30
+    assert health.counts[failing.name, "log_summary"] == 1
+    assert health.counts[failing.name, "log_hyperparameters"] == 1
+    assert "is down" in str(health.peek(failing).last_error)
     # Logged once per method, however often it fails, naming the backend.
     logged = [r for r in caplog.records if r.levelno == logging.ERROR and repr(failing.name) in r.getMessage()]
-    assert sorted(r.getMessage().split(" failed in ")[1].split(";")[0] for r in logged) == sorted(
-        {method for name, method in errors.counts if name == failing.name}
+    assert sorted(r.getMessage().split(" failed in ")[1].split(" ")[0].split(";")[0] for r in logged) == sorted(
+        {method for name, method in health.counts if name == failing.name}
     )
     assert all(r.exc_info is not None for r in logged)  # with the backend's traceback
 
@@ -202,58 +195,6 @@ def test_a_failing_backend_is_logged_once_counted_and_the_others_get_everything(
     )
     assert recording.finished == 1
     assert stored_status(path, "faults")[0] == "finished"
-
-
-def test_strict_mode_raises_backend_failures_on_the_training_thread(tmp_path: Path, not_strict: None) -> None:
-    failing = FailingTracker(unique("failing"), methods=("log",))
-    path = tmp_path / "runs.db"
-    jt.init_tracker(jt.CompositeTracker([failing, LocalTracker(path, run_id="strict")]), strict=True)
-
-    jt.log({"loss": 0.0}, step=0)  # fails on the backend's thread, later
-    with pytest.raises(BackendError, match=rf"{failing.name}.*log.*RuntimeError: {failing.name} is down"):
-        jt.flush(timeout=WAIT)
-
-    jt.log({"loss": 1.0}, step=1)  # the failure above was raised once; this one fails later
-    assert reporter.default_reporter().flush(timeout=WAIT)
-    with pytest.raises(BackendError, match=failing.name) as raised:
-        jt.log({"loss": 2.0}, step=2)
-    assert isinstance(raised.value.__cause__, RuntimeError)
-
-    jt.log({"loss": 3.0}, step=3)
-    with pytest.raises(BackendError, match=failing.name), pytest.warns(RuntimeWarning, match=rf"{failing.name}\.log"):
-        jt.finish()  # says what was lost, as without strict mode, then raises
-    assert tracking.current_or_none() is None  # finished nonetheless
-
-    assert stored_status(path, "strict")[0] == "finished"
-    stored = {row["step"] for row in stored_history(path, "strict")}
-    assert {0, 1, 3} <= stored  # every report whose log() returned reached the local store
-
-
-def test_strict_mode_still_records_the_report_whose_log_call_raised(tmp_path: Path, not_strict: None) -> None:
-    failing = FailingTracker(unique("failing"), methods=("log",))
-    path = tmp_path / "runs.db"
-    jt.init_tracker(jt.CompositeTracker([failing, LocalTracker(path, run_id="strict-lost")]), strict=True)
-    jt.log({"loss": 0.0}, step=0)
-    assert reporter.default_reporter().flush(timeout=WAIT)
-    with pytest.raises(BackendError):
-        jt.log({"loss": 1.0}, step=1)
-    with contextlib.suppress(BackendError), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        jt.finish()  # raises too once step 1 reaches the failing backend
-    assert [row["step"] for row in stored_history(path, "strict-lost")] == [0, 1]
-
-
-def test_strict_mode_ends_with_its_run(tmp_path: Path, not_strict: None) -> None:
-    jt.init_tracker(RecordingTracker(unique("strict-run")), strict=True)
-    jt.finish()
-
-    failing = FailingTracker(unique("failing"), methods=("log",))
-    jt.current_tracker(jt.CompositeTracker([failing, RecordingTracker(unique("recording"))]))
-    jt.log({"loss": 0.0}, step=0)
-    assert reporter.default_reporter().flush(timeout=WAIT)
-    jt.log({"loss": 1.0}, step=1)  # a non-strict run: the failure is counted, not raised
-    jt.flush(timeout=WAIT)
-    finish_warnings()
 
 
 def test_finish_reports_only_the_failures_of_its_own_run() -> None:
@@ -290,7 +231,7 @@ def test_a_hanging_backend_blocks_neither_training_nor_the_other_backends(tmp_pa
     started = time.monotonic()
     assert not jt.flush(timeout=2)  # the hung backend cannot take it all...
     assert time.monotonic() - started < WAIT
-    rep = reporter.default_reporter()
+    rep = pipeline.dispatcher()
     wait_until(
         lambda: len(stored_history(path, "hang")) == 2000, "delivered to the local store"
     )  # ...the local one can
@@ -303,14 +244,13 @@ def test_a_hanging_backend_blocks_neither_training_nor_the_other_backends(tmp_pa
     messages = finish_warnings(timeout=1)
     assert time.monotonic() - started < 10, "finish() waited past its timeout for the hanging backend"
     assert any(hung.name in m and "did not finish within 1 s" in m for m in messages), messages
-    assert tracking.current_or_none() is None
+    assert run.current() is None
     wait_until(lambda: stored_status(path, "hang")[0] == "finished", "finished in the local store")
 
 
 def test_train_returns_although_a_backend_hangs(tmp_path: Path, hanging: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Short give-up times, wherever a fix reads them from: the constant and finish()'s default.
-    monkeypatch.setattr(tracking, "FINISH_TIMEOUT_SECS", 1.0)
-    monkeypatch.setitem(tracking.finish.__kwdefaults__, "timeout", 1.0)
+    # A short give-up time: read when a run ends.
+    monkeypatch.setattr(run, "FINISH_TIMEOUT_SECS", 1.0)
     hung = hanging(unique("hung"))
     path = tmp_path / "runs.db"
     jt.current_tracker(jt.CompositeTracker([LocalTracker(path, run_id="train-hang"), hung]))
@@ -334,12 +274,14 @@ def test_train_returns_although_a_backend_hangs(tmp_path: Path, hanging: Any, mo
 
 def test_a_lane_counts_every_call_not_yet_made(hanging: Any) -> None:
     hung = hanging(unique("hung"))
-    lane = BackendLane(hung, on_error=lambda *args: None)
-    lane.put([Call("log", ({"i": i},), {"step": i}) for i in range(10)])  # taken by the thread in one batch
+    lane = Lane(hung, health=Health(), implementation=hung._implementation)
+    for i in range(10):
+        lane.put(Delivery("log", ({"i": i},), {"step": i}, step=i))
     assert hung.entered.wait(WAIT)
-    assert lane.pending == 10  # one running, nine waiting behind it
+    assert lane.calls == 10  # one running, nine waiting behind it
     hung.release.set()
-    assert lane.wait(WAIT)
+    assert lane.wait_idle(WAIT)
+    assert [step for step, _, _ in hung.logs] == list(range(10))
 
 
 def test_drop_oldest_bounds_a_hanging_backend_and_counts_what_it_drops(
@@ -350,21 +292,21 @@ def test_drop_oldest_bounds_a_hanging_backend_and_counts_what_it_drops(
     path = tmp_path / "runs.db"
     composite = jt.CompositeTracker([LocalTracker(path, run_id="drop"), hung])
     jt.current_tracker(composite)
-    rep = reporter.default_reporter()
+    rep = pipeline.dispatcher()
 
-    most_pending = 0
+    lane = rep.lane(hung)
+    most_queued = 0
     for step in range(500):
         jt.log({"loss": float(step)}, step=step)  # never blocks: the hung backend drops instead
-        most_pending = max(most_pending, rep.backlog(composite).get(hung.name, 0))
-    wait_until(lambda: rep.errors.dropped.get(hung.name, 0) > 0, "dropping")
+        most_queued = max(most_queued, lane.queued)
+    wait_until(lambda: rep.health.counts.get((hung.name, "behind"), 0) > 0, "dropping")
     wait_until(lambda: len(stored_history(path, "drop")) == 500, "delivered to the local store")
-    most_pending = max(most_pending, rep.backlog(composite).get(hung.name, 0))
-    # The lane's bound: max_pending queued, plus the batch its thread took (at most as many again).
-    assert most_pending <= 2 * 50
+    most_queued = max(most_queued, lane.queued)
+    assert most_queued <= 50  # the lane's bound: max_pending queued (the batch its thread took aside)
 
     hung.release.set()
     assert jt.flush(timeout=WAIT)
-    dropped = rep.errors.dropped[hung.name]
+    dropped = rep.health.counts[hung.name, "behind"]
     received = [step for step, _, _ in hung.logs]
     assert len(received) + dropped == 500  # every report was delivered or counted as dropped
     assert received == sorted(received)
@@ -383,7 +325,7 @@ def test_block_policy_never_drops_from_a_slow_backend(tmp_path: Path) -> None:
     slow = SlowTracker(unique("slow"))
     slow.max_pending = 4
     jt.current_tracker(slow)
-    rep = reporter.default_reporter()
+    rep = pipeline.dispatcher()
 
     most_pending = 0
     for step in range(300):
@@ -392,8 +334,8 @@ def test_block_policy_never_drops_from_a_slow_backend(tmp_path: Path) -> None:
     assert jt.flush(timeout=WAIT)
 
     assert slow.logs == [(step, {"i": step}, None) for step in range(300)]
-    assert slow.name not in rep.errors.dropped
-    assert most_pending <= 2 * 4  # max_pending queued, plus the batch being made
+    assert not [key for key in rep.health.counts if key[0] == slow.name]
+    assert most_pending <= 4 + 1  # max_pending, plus the call that found room (each log waits for room at the call)
     assert finish_warnings() == []
 
 
@@ -405,30 +347,20 @@ def test_the_remote_backend_drops_and_the_local_ones_block() -> None:
     assert LocalTracker.when_full == "block"
     assert TensorboardTracker.when_full == "block"
     assert jt.Tracker.when_full == "block" and RecordingTracker.when_full == "block"  # a user's backend
-    assert BackendLane(RecordingTracker(), on_error=print).capacity == jt.Tracker.max_pending == 10_000
+    tracker = RecordingTracker()
+    assert Lane(tracker, health=Health(), implementation=tracker._implementation).max_calls == 10_000
+    assert jt.Tracker.max_pending == 10_000 and jt.Tracker.max_pending_bytes == 256 * 2**20
 
 
 def test_a_backend_with_an_unknown_policy_is_refused_by_name() -> None:
     tracker = RecordingTracker(unique("odd"))
     tracker.when_full = "drop-newest"
     with pytest.raises(ValueError, match=rf"{tracker.name}.*when_full.*'drop-newest'"):
-        BackendLane(tracker, on_error=print)
-
-
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_a_backend_with_an_invalid_policy_does_not_stop_the_others() -> None:
-    rep = Reporter()
-    odd = RecordingTracker(unique("odd"))
-    odd.when_full = "drop-newest"
-    good = RecordingTracker(unique("good"))
-    try:
-        rep.submit(jt.CompositeTracker([odd, good]), "log", {"loss": 1.0}, step=0)
-        rep.submit(good, "log", {"loss": 2.0}, step=1)
-        assert rep.flush(timeout=10)
-        assert [step for step, _, _ in good.logs] == [0, 1]
-        assert (odd.name, "log") in rep.errors.counts
-    finally:
-        rep.close(timeout=1)
+        Lane(tracker, health=Health(), implementation=tracker._implementation)
+    with pytest.raises(ValueError, match=rf"{tracker.name}.*when_full.*'drop-newest'"):
+        jt.current_tracker(tracker)  # refused before the run starts
+    with pytest.raises(ValueError, match=rf"{tracker.name}.*when_full.*'drop-newest'"):
+        tracker.log({"loss": 1.0}, step=0)  # and at the call, never a report lost later
 
 
 # ---- lanes end with their backends -----------------------------------------------------------------
@@ -437,8 +369,8 @@ def test_a_backend_with_an_invalid_policy_does_not_stop_the_others() -> None:
 def test_lanes_retire_after_finish_so_many_runs_leak_no_threads() -> None:
     names: list[str] = []
     finished: list[weakref.ref[RecordingTracker]] = []
-    for run in range(10):
-        backends = [RecordingTracker(unique(f"run{run}-a")), RecordingTracker(unique(f"run{run}-b"))]
+    for number in range(10):
+        backends = [RecordingTracker(unique(f"run{number}-a")), RecordingTracker(unique(f"run{number}-b"))]
         names += [backend.name for backend in backends]
         jt.current_tracker(jt.CompositeTracker(backends))
         for step in range(5):

@@ -9,12 +9,10 @@ the lines it logs. Nothing is mocked.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import os
 import pathlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -24,7 +22,7 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
 
-from jaxtrack import reporter
+from jaxtrack import pipeline
 from jaxtrack.trackers.local import RunStore
 from support.wandb_files import find_wandb_files, parse_records
 
@@ -206,34 +204,11 @@ def all_inside(root: str | os.PathLike[str]) -> bool:
 
 
 def delivery_errors() -> dict[tuple[str, str], int]:
-    """The process reporter's failed-call counts, by ``(tracker name, method)`` (a copy)."""
-    return dict(reporter.default_reporter().errors.counts)
+    """Failed and lost calls counted so far, by ``(tracker name, method or loss reason)`` (a copy)."""
+    return dict(pipeline.dispatcher().health.counts)
 
 
 def new_errors(before: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:
-    """Failed calls counted since ``before`` was taken with :func:`delivery_errors`."""
+    """Failed and lost calls counted since ``before`` was taken with :func:`delivery_errors`."""
     now = delivery_errors()
     return {key: count - before.get(key, 0) for key, count in now.items() if count != before.get(key, 0)}
-
-
-def isolated_delivery_errors() -> Iterator[None]:
-    """Fixture body: the reporter's error counts as they were before the test, after it.
-
-    The counts are process-wide and ``jaxtrack.finish`` warns about every
-    failure ever counted for a tracker's name, so failures provoked on purpose
-    here must not reach other tests' runs.
-    """
-    errors = reporter.default_reporter().errors
-    names = [f.name for f in dataclasses.fields(errors) if not f.name.startswith("_")]
-    saved = {name: copy.copy(getattr(errors, name)) for name in names}
-    try:
-        yield
-    finally:
-        reporter.default_reporter().flush()
-        for name, value in saved.items():
-            current = getattr(errors, name)
-            if isinstance(current, dict):
-                current.clear()
-                current.update(value)
-            else:
-                setattr(errors, name, value)

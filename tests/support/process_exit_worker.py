@@ -1,4 +1,4 @@
-"""A training script that ends in one of several ways, for tests/test_process_exit.py.
+"""A training script that ends in one of several ways, for tests/test_run.py.
 
     python process_exit_worker.py SCENARIO STORE_PATH RUN_ID
 
@@ -25,8 +25,8 @@ knows which reports the training loop handed over. Scenarios:
     every 2 ms. Its handler calls ``jaxtrack.finish(status="killed")``,
     prints ``own handler ran`` and exits with status 7.
 ``sigterm-in-submit``
-    logs 20 steps, then sends itself SIGTERM from inside the reporter's lock,
-    as ``jaxtrack.log`` holds it for a moment whenever it wakes the reporter
+    logs 20 steps, then sends itself SIGTERM from inside the dispatcher's lock,
+    as ``jaxtrack.log`` holds it for a moment whenever it wakes the dispatcher
     (a SIGTERM that arrives then runs the handler with the lock held), with
     a SIGTERM budget of 2 seconds.
 """
@@ -43,7 +43,7 @@ STEPS = 20
 STEP_SECS = 0.002
 """The pace of the endless scenarios: a training step's worth of time between reports. As in a real
 training loop, a signal then lands mostly outside jaxtrack's own calls; one that lands inside a
-``jaxtrack.log`` holding the reporter's lock is the ``sigterm-in-submit`` scenario (a known bug)."""
+``jaxtrack.log`` holding the dispatcher's lock is the ``sigterm-in-submit`` scenario (a known bug)."""
 
 
 def log_step(step: int, *, pace: bool = False) -> None:
@@ -88,10 +88,10 @@ def main(scenario: str, path: str, run_id: str) -> None:
     elif scenario == "sigterm-in-submit":
         for step in range(STEPS):
             log_step(step)
-        from jaxtrack import process_exit, reporter
+        from jaxtrack import pipeline, run
 
-        process_exit.SIGTERM_FINISH_TIMEOUT_SECS = 2.0
-        with reporter.default_reporter()._cond:  # what Reporter.submit does to wake the worker
+        run.SIGTERM_FINISH_TIMEOUT_SECS = 2.0
+        with pipeline.dispatcher()._cond:  # what Dispatcher.submit does to wake its thread
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(60)  # the handler runs here: at once, or when the sleep is interrupted
         print("survived SIGTERM", flush=True)

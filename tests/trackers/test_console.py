@@ -34,6 +34,7 @@ def test_console_level_and_precision(caplog):
         {"type": "console", "logger": "test.console.debug", "level": "DEBUG", "precision": 2}
     ).init(None)
     console.log({"loss": 0.123456}, step=1)
+    console.flush()  # written on the console's own thread: flush returns once it is
     (record,) = [r for r in caplog.records if r.name == "test.console.debug"]
     assert record.levelno == logging.DEBUG and record.getMessage() == "step 1 | loss 0.12"
 
