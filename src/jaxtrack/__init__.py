@@ -8,6 +8,7 @@ Examples:
 
 from jaxtrack import callbacks
 from jaxtrack._optional import MissingExtraError
+from jaxtrack._version import __version__ as __version__  # the redundant alias re-exports it
 from jaxtrack.callbacks import StopTraining, train
 from jaxtrack.ingraph import (
     NestedTransformError,
@@ -52,8 +53,6 @@ from jaxtrack.tracking import (
     log_summary,
 )
 from jaxtrack.values import Histogram, Image, flatten
-
-__version__ = "0.1.0"
 
 __all__ = [
     "as_metric_writer",

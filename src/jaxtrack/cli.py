@@ -46,8 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxtrack import __version__
 from jaxtrack._optional import MissingExtraError, import_optional
+from jaxtrack._version import __version__
 from jaxtrack.trackers.base import Tracker
 from jaxtrack.trackers.local import DEFAULT_STORE_PATH, STORE_ENV_VAR, RunStore, StoredRun, default_store_path
 from jaxtrack.values import Histogram, Image

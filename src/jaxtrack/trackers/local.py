@@ -964,7 +964,7 @@ def _git_info() -> dict[str, Any]:
 def _system_info() -> dict[str, Any]:
     import jax
 
-    from jaxtrack import __version__
+    from jaxtrack._version import __version__
 
     return {
         "python": platform.python_version(),
