@@ -91,8 +91,9 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 
 import jaxtrack as jt
 from jaxtrack.callbacks import TerminateOnNaN
+from jaxtrack.store import RunStore
 from jaxtrack.trackers.console import ConsoleTracker
-from jaxtrack.trackers.local import LocalTracker, RunStore
+from jaxtrack.trackers.local import LocalTracker
 from jaxtrack.trackers.tensorboard import TensorboardConfig, TensorboardTracker
 from jaxtrack.values import Histogram, Image
 from support.backends import (

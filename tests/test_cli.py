@@ -25,7 +25,8 @@ import pytest
 import wandb
 
 from jaxtrack.cli import main
-from jaxtrack.trackers.local import LocalTracker, RunStore
+from jaxtrack.store import RunStore
+from jaxtrack.trackers.local import LocalTracker
 from jaxtrack.values import Image
 from support.backends import tb_accumulator, tb_plain_hparams, tb_plugin, tb_scalars, tb_session_start_info, tb_tensors
 from support.wandb_files import read_run

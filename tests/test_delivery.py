@@ -31,7 +31,8 @@ import jaxtrack as jt
 from jaxtrack import reporter, tracking
 from jaxtrack.delivery import BackendLane, Call
 from jaxtrack.reporter import Reporter
-from jaxtrack.trackers.local import LocalTracker, RunStore
+from jaxtrack.store import RunStore
+from jaxtrack.trackers.local import LocalTracker
 from jaxtrack.tracking import BackendError
 from support.recording import RecordingTracker
 

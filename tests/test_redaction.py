@@ -26,8 +26,9 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 import jaxtrack as jt
 from jaxtrack.redaction import REDACTED, is_secret_key, redact
+from jaxtrack.store import RunStore
 from jaxtrack.trackers.clu import as_metric_writer, from_metric_writer, load_metric_writers
-from jaxtrack.trackers.local import LocalTracker, RunStore
+from jaxtrack.trackers.local import LocalTracker
 from jaxtrack.trackers.tensorboard import TensorboardTracker
 from jaxtrack.trackers.wandb import WandbTracker
 from support.recording import RecordingTracker

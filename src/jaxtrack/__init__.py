@@ -19,6 +19,7 @@ from jaxtrack.ingraph import (
     jit_log,
     scan,
 )
+from jaxtrack.store import RunStore
 from jaxtrack.trackers import (
     CompositeTracker,
     ConsoleConfig,
@@ -27,7 +28,6 @@ from jaxtrack.trackers import (
     LocalTracker,
     NoopConfig,
     NoopTracker,
-    RunStore,
     TensorboardConfig,
     TensorboardTracker,
     Tracker,

@@ -48,8 +48,8 @@ import numpy as np
 
 from jaxtrack._optional import MissingExtraError, import_optional
 from jaxtrack._version import __version__
+from jaxtrack.store import DEFAULT_STORE_PATH, STORE_ENV_VAR, RunStore, StoredRun, default_store_path
 from jaxtrack.trackers.base import Tracker
-from jaxtrack.trackers.local import DEFAULT_STORE_PATH, STORE_ENV_VAR, RunStore, StoredRun, default_store_path
 from jaxtrack.values import Histogram, Image
 
 DEFAULT_METRIC_COLUMNS = 3

@@ -30,8 +30,9 @@ import pytest
 
 import jaxtrack as jt
 from jaxtrack import tracking
+from jaxtrack.store import RunStore
 from jaxtrack.trackers.config import TrackerConfigError
-from jaxtrack.trackers.local import LocalConfig, LocalTracker, RunStore
+from jaxtrack.trackers.local import LocalConfig, LocalTracker
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = TESTS_DIR.parent
