@@ -1,15 +1,15 @@
 """The local run store: an SQLite database that needs no account or server, written and read.
 
-[`RunWriter`][jaxtrack.store.RunWriter] writes one run into a store (the
+[`RunWriter`][jaxtrack.store.writer.RunWriter] writes one run into a store (the
 [`LocalTracker`][jaxtrack.trackers.local.LocalTracker] backend is a tracker
-over one); [`RunStore`][jaxtrack.store.RunStore] reads a store, and the
+over one); [`RunStore`][jaxtrack.store.reader.RunStore] reads a store, and the
 ``jaxtrack`` command line is built on it. Each run reads as a
-[`StoredRun`][jaxtrack.store.StoredRun].
+[`StoredRun`][jaxtrack.store.reader.StoredRun].
 
 The store is ``DEFAULT_STORE_PATH`` (``runs/jaxtrack.db``, relative to the
 working directory) unless a path is given or the environment variable named
 by ``STORE_ENV_VAR`` (``JAXTRACK_STORE``) is set:
-[`default_store_path`][jaxtrack.store.default_store_path] says which.
+[`default_store_path`][jaxtrack.store.location.default_store_path] says which.
 ``STATUSES`` are a run's possible statuses: ``running``, ``finished``,
 ``failed`` and ``killed``.
 

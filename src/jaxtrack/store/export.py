@@ -4,7 +4,7 @@
 history, summary and artifacts into any [`Tracker`][jaxtrack.Tracker].
 [`export_tensorboard`][jaxtrack.store.export.export_tensorboard] and
 [`export_wandb`][jaxtrack.store.export.export_wandb] replay a run of a
-[`RunStore`][jaxtrack.store.RunStore] into TensorBoard event files or a W&B
+[`RunStore`][jaxtrack.store.reader.RunStore] into TensorBoard event files or a W&B
 run, and return what they wrote; ``EXPORT_TARGETS`` names the two. An export
 that the target refuses is an [`ExportError`][jaxtrack.store.export.ExportError].
 """
@@ -49,8 +49,8 @@ def replay(
     """Logs the run's config, history rows, summary and artifacts into ``tracker``; returns how much of each was written.
 
     ``history`` and ``artifacts`` are the run's, as
-    [`RunStore.history`][jaxtrack.store.RunStore.history] and
-    [`RunStore.artifacts`][jaxtrack.store.RunStore.artifacts] give them. A
+    [`RunStore.history`][jaxtrack.store.reader.RunStore.history] and
+    [`RunStore.artifacts`][jaxtrack.store.reader.RunStore.artifacts] give them. A
     summary histogram is logged as a histogram again; an artifact whose file
     is gone (a store moved without its ``artifacts/`` directory) is left out.
     ``config=False`` leaves the hyperparameters to the caller (W&B takes them

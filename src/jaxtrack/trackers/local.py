@@ -2,8 +2,8 @@
 
 [`LocalTracker`][jaxtrack.trackers.local.LocalTracker] (``type: local``) records
 a run in an SQLite database that needs no account or server; it is a tracker
-over the store's [`RunWriter`][jaxtrack.store.RunWriter], and
-[`RunStore`][jaxtrack.store.RunStore] and the ``jaxtrack`` command line read
+over the store's [`RunWriter`][jaxtrack.store.writer.RunWriter], and
+[`RunStore`][jaxtrack.store.reader.RunStore] and the ``jaxtrack`` command line read
 what it wrote. [`jaxtrack.store`][jaxtrack.store] describes the store: its
 tables, the durability of each report, resuming and rewinding a run.
 """
@@ -37,7 +37,7 @@ class LocalTracker(Tracker):
 
     Args:
         path: the database file (created with its directory if missing); default
-            [`default_store_path`][jaxtrack.store.default_store_path].
+            [`default_store_path`][jaxtrack.store.location.default_store_path].
         run_id: the run's id; an existing run with this id is continued.
         name: a human-readable name (default: none; the id is shown).
         project: groups runs in ``jaxtrack runs --project``.
@@ -161,7 +161,7 @@ class LocalTracker(Tracker):
 class LocalConfig(TrackerConfig):
     """``type: local``: a [`LocalTracker`][jaxtrack.trackers.local.LocalTracker] writing the run into the store at ``path``.
 
-    ``path`` defaults to [`default_store_path`][jaxtrack.store.default_store_path] (``$JAXTRACK_STORE`` or
+    ``path`` defaults to [`default_store_path`][jaxtrack.store.location.default_store_path] (``$JAXTRACK_STORE`` or
     ``runs/jaxtrack.db``), the store the ``jaxtrack`` command line reads by
     default. The other fields are ``LocalTracker``'s arguments.
 
