@@ -2,7 +2,9 @@
 
 A command module raises ``CommandError`` for a problem the user can fix; the
 command line (``jaxtrack.cli.main``) reports it as one line,
-``jaxtrack: error: <message>``, with exit status 1.
+``jaxtrack: error: <message>``, with exit status 1. Both live here rather
+than in ``main``, which imports every command module: a command importing
+``main`` back would make an import cycle.
 """
 
 from __future__ import annotations

@@ -51,8 +51,8 @@ class RunWriter:
     Values are written as [`jaxtrack.values.normalize`][jaxtrack.values.normalize]
     returns them (numbers, strings, [`Histogram`][jaxtrack.Histogram] and
     [`Image`][jaxtrack.Image] values) under flat keys; the caller gives each
-    report its step. Its methods may be called from several threads, one at
-    a time. A context manager too: it closes the run as ``finished``, or as
+    report its step. Its methods take a lock, so threads may share a writer.
+    A context manager too: it closes the run as ``finished``, or as
     ``failed`` when the block raises.
 
     Args:
@@ -70,9 +70,9 @@ class RunWriter:
         ...     writer.write([("loss", 1.0), ("note", "start")], step=0)
         ...     writer.write([("loss", 0.5)], step=1)
         ...     writer.merge_summary({"best_loss": 0.5})
-        >>> with RunWriter(path, run_id="w1") as writer:  # continued, then rewound to step 1
+        >>> with RunWriter(path, run_id="w1") as writer:  # continued where it stopped
         ...     print(writer.resumed_step)
-        ...     writer.write([("loss", 0.75)], step=1)
+        ...     writer.write([("loss", 0.75)], step=1)  # a step written again: the later value wins
         1
         >>> with RunStore(path) as store:
         ...     store.history("w1"), store.run("w1").sessions, store.run("w1").summary
