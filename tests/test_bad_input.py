@@ -92,8 +92,9 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 import jaxtrack
 import jaxtrack as jt
 from jaxtrack.callbacks import TerminateOnNaN
+from jaxtrack.store import RunStore
 from jaxtrack.trackers.console import ConsoleTracker
-from jaxtrack.trackers.local import LocalTracker, RunStore
+from jaxtrack.trackers.local import LocalTracker
 from jaxtrack.trackers.tensorboard import TensorboardConfig, TensorboardTracker
 from jaxtrack.values import Histogram, Image
 from support.backends import (
@@ -1297,7 +1298,7 @@ def test_the_console_refuses_logs_after_its_finish_like_every_backend(caplog):
     console = ConsoleTracker()
     console.log({"x": 1.0}, step=3)
     console.finish()
-    with pytest.raises(jt.FinishedTrackerError, match="ConsoleTracker.*is finished"):
+    with pytest.raises(jt.FinishedTrackerError, match=r"ConsoleTracker.*is finished"):
         console.log({"x": 2.0}, step=4)
     assert [r.getMessage() for r in caplog.records if r.name == "jaxtrack.console"] == ["step 3 | x 1"]
 

@@ -49,4 +49,3 @@ def test_clu_writers_load_without_tensorflow():
         assert "tensorflow" not in sys.modules
     """
     subprocess.run([sys.executable, "-c", code], check=True)
-

@@ -98,7 +98,7 @@ def test_replicate_sharded_leaves_one_process_trees_alone() -> None:
 def test_all_processes_backends_write_their_own_run_on_process_1(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Process 1 of a multi-process run: by default it writes nothing; with all_processes,
     # each backend writes a run of its own beside process 0's.
-    from jaxtrack.trackers.local import RunStore
+    from jaxtrack.store import RunStore
 
     monkeypatch.setattr(multihost, "process_index", lambda: 1)
     store = tmp_path / "runs.db"

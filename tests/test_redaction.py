@@ -28,8 +28,9 @@ import jaxtrack as jt
 from jaxtrack.clu_writers import load_metric_writers
 from jaxtrack.metric_writer import as_metric_writer
 from jaxtrack.redaction import REDACTED, is_secret_key, redact
+from jaxtrack.store import RunStore
 from jaxtrack.trackers.clu import from_metric_writer
-from jaxtrack.trackers.local import LocalTracker, RunStore
+from jaxtrack.trackers.local import LocalTracker
 from jaxtrack.trackers.tensorboard import TensorboardTracker
 from jaxtrack.trackers.wandb import WandbTracker
 from support.recording import RecordingTracker

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from jaxtrack.trackers.local import RunStore
+from jaxtrack.store import RunStore
 
 WORKER = Path(__file__).resolve().parent / "support" / "process_exit_worker.py"
 WAIT = 120  # generous bound for a child to start (imports JAX) or to end: only a hang exceeds it

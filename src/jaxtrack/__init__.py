@@ -4,8 +4,8 @@ The names users type live here: the logging functions, the in-graph metrics
 (``jit``, ``jit_log``), the tracker interface and its configs, the value
 types, the training loop, and every error. Concrete backends live in
 ``jaxtrack.trackers`` (``from jaxtrack.trackers import LocalTracker``);
-``jaxtrack.LocalTracker`` and the other backends and configs also resolve
-here, on first use.
+``jaxtrack.LocalTracker`` and the other backends and configs, and
+``jaxtrack.RunStore`` (``jaxtrack.store``), also resolve here, on first use.
 
 Examples:
     >>> import jaxtrack as jt
@@ -56,7 +56,6 @@ _BACKEND_NAMES = frozenset(
         "LocalConfig",
         "LocalTracker",
         "NoopConfig",
-        "RunStore",
         "TensorboardConfig",
         "TensorboardTracker",
         "WandbConfig",
@@ -66,7 +65,12 @@ _BACKEND_NAMES = frozenset(
 
 
 def __getattr__(name: str) -> Any:
-    # Concrete backends live in jaxtrack.trackers; jaxtrack.LocalTracker and friends still resolve.
+    # Concrete backends live in jaxtrack.trackers and RunStore in jaxtrack.store; jaxtrack.LocalTracker
+    # and friends still resolve here.
+    if name == "RunStore":
+        from jaxtrack.store import RunStore
+
+        return RunStore
     if name in _BACKEND_NAMES:
         from jaxtrack import trackers
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from nbclient.exceptions import CellExecutionError
 
-from jaxtrack.trackers.local import RunStore
+from jaxtrack.store import RunStore
 from support.notebooks import execute, image_outputs, text_outputs
 
 NOTEBOOK = "04_data_parallel.ipynb"

@@ -16,7 +16,7 @@ import re
 import numpy as np
 import pytest
 
-from jaxtrack.trackers.local import RunStore
+from jaxtrack.store import RunStore
 from support.backends import tb_accumulator, tb_series
 from support.notebooks import EXAMPLES, execute, image_outputs, text_outputs
 

@@ -22,7 +22,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from jaxtrack.trackers.local import RunStore
+from jaxtrack.store import RunStore
 from support.notebooks import EXAMPLES, execute, image_outputs, text_outputs
 
 NOTEBOOK = EXAMPLES / "01_quickstart.ipynb"

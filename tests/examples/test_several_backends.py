@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxtrack.trackers.local import RunStore
+from jaxtrack.store import RunStore
 from support.backends import tb_accumulator, tb_series, tb_values, wandb_offline
 from support.notebooks import EXAMPLES, execute, text_outputs
 from support.wandb_files import read_run

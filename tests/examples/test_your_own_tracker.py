@@ -14,7 +14,7 @@ import pathlib
 import pytest
 import yaml
 
-from jaxtrack.trackers.local import RunStore
+from jaxtrack.store import RunStore
 from support.notebooks import EXAMPLES, execute, image_outputs, text_outputs
 
 NOTEBOOK = EXAMPLES / "05_your_own_tracker.ipynb"

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jaxtrack.trackers.local import RunStore
+from jaxtrack.store import RunStore
 
 WORKER_PATH = pathlib.Path(__file__).with_name("worker.py")
 WORKER_TIMEOUT_SECS = 90.0

@@ -312,5 +312,3 @@ def test_a_tracker_that_flushes_from_inside_its_log_does_not_wait_for_itself(dis
     rep.log(tracker, {"x": 1.0}, step=0)
     assert rep.wait_for_all()
     assert flushed == [True]
-
-

@@ -31,7 +31,8 @@ from jaxtrack import pipeline, run
 from jaxtrack.pipeline.calls import Delivery
 from jaxtrack.pipeline.health import Health
 from jaxtrack.pipeline.lanes import Lane
-from jaxtrack.trackers.local import LocalTracker, RunStore
+from jaxtrack.store import RunStore
+from jaxtrack.trackers.local import LocalTracker
 from support.recording import RecordingTracker
 
 WAIT = 60  # generous bound for anything that should happen promptly

@@ -23,7 +23,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
 
 from jaxtrack import pipeline
-from jaxtrack.trackers.local import RunStore
+from jaxtrack.store import RunStore
 from support.wandb_files import find_wandb_files, parse_records
 
 # ---- the local store ------------------------------------------------------------------------------

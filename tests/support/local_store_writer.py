@@ -1,4 +1,4 @@
-"""A separate process that writes one run into a local store, for tests/trackers/test_local.py.
+"""A separate process that writes one run into a local store, for tests/store/test_writer.py.
 
     python local_store_writer.py PATH RUN_ID NUM_STEPS
 

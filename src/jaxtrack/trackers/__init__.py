@@ -18,7 +18,7 @@ from jaxtrack.trackers.base import NoopTracker, Tracker
 from jaxtrack.trackers.composite import CompositeTracker
 from jaxtrack.trackers.config import NoopConfig, TrackerConfig
 from jaxtrack.trackers.console import ConsoleConfig, ConsoleTracker
-from jaxtrack.trackers.local import LocalConfig, LocalTracker, RunStore
+from jaxtrack.trackers.local import LocalConfig, LocalTracker
 from jaxtrack.trackers.tensorboard import TensorboardConfig, TensorboardTracker
 from jaxtrack.trackers.wandb import WandbConfig, WandbTracker
 
@@ -30,7 +30,6 @@ __all__ = [
     "LocalTracker",
     "NoopConfig",
     "NoopTracker",
-    "RunStore",
     "StepCounter",
     "TensorboardConfig",
     "TensorboardTracker",

@@ -1,0 +1,161 @@
+"""``jaxtrack export``: a run replayed into TensorBoard event files and an offline W&B run, both read back.
+
+What ``export`` writes is read with TensorBoard's own event accumulator and
+with the ``.wandb`` file reader of ``tests/support/wandb_files.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import wandb
+
+from jaxtrack.cli import main
+from jaxtrack.store import RunStore
+from support.backends import tb_accumulator, tb_plain_hparams, tb_plugin, tb_scalars, tb_session_start_info, tb_tensors
+from support.cli import CONFIG, WIDE_LOSS, run_cli, run_cli_json
+from support.wandb_files import read_run
+
+
+def nan_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def test_export_to_tensorboard_replays_config_history_and_summary(store, capsys, tmp_path):
+    logdir = tmp_path / "tb" / "exp-base"
+    out = run_cli(capsys, "export", "exp-base", "--to", "tensorboard", str(logdir), "--store", store)
+    assert "5 steps, 25 values, 3 hyperparameters, 4 summary values, 1 artifact" in out
+    assert f"tensorboard --logdir {logdir}" in out
+
+    acc = tb_accumulator(logdir)
+    with RunStore(store) as reader:
+        for key in ["train/loss", "train/acc", "lr", "epoch", "val/loss"]:
+            steps, values = reader.scalars("exp-base", key)
+            exported = tb_scalars(acc, key)
+            assert [step for step, _ in exported] == steps.tolist()
+            np.testing.assert_allclose([value for _, value in exported], values.astype(np.float32))
+    assert tb_plain_hparams(tb_session_start_info(logdir)) == {
+        "lr": ("number_value", 0.1),
+        "wandb/api_key": ("string_value", "[redacted]"),
+        "layers": ("string_value", "[64, 64]"),
+    }
+    ((step, note),) = tb_tensors(acc, "note")
+    assert (step, note.item().decode("utf-8")) == (0, "warm-up\nsecond line")
+    assert tb_plugin(acc, "weights") == "histograms" and tb_plugin(acc, "sample") == "images"
+    assert tb_plugin(acc, "final_weights") == "histograms"  # the summary histogram stays one
+    assert tb_scalars(acc, "best_loss") == [(4, 0.5)]
+    assert (logdir / "artifacts" / "notes.txt").read_text() == "what this run tried"
+
+
+def test_export_to_tensorboard_json(store, capsys, tmp_path):
+    exported = run_cli_json(capsys, "export", "exp-wide", "--to", "tensorboard", str(tmp_path), "--store", store)
+    assert exported == {
+        "target": "tensorboard",
+        "run": "exp-wide",
+        "path": str(tmp_path),
+        "steps": 3,
+        "values": 3,
+        "config": 0,
+        "summary": 0,
+        "artifacts": 0,
+    }
+    assert [value for _, value in tb_scalars(tb_accumulator(tmp_path), "train/loss")] == pytest.approx(WIDE_LOSS)
+
+
+@pytest.fixture
+def wandb_dirs(tmp_path, monkeypatch):
+    """Every wandb directory under ``tmp_path``, offline by default; wandb's settings singleton reset around."""
+    for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        path = tmp_path / var.lower()
+        path.mkdir()
+        monkeypatch.setenv(var, str(path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    wandb.teardown()
+    yield tmp_path
+    wandb.teardown()
+
+
+def test_export_to_wandb_offline_writes_the_same_history_config_and_summary(store, capsys, wandb_dirs):
+    target = wandb_dirs / "wandb-runs"
+    # No --mode: $WANDB_MODE (offline here) decides.
+    out = run_cli(capsys, "export", "exp-base", "--to", "wandb", "--dir", str(target), "--store", store)
+    files = read_run(target)
+    assert files.exited
+    assert f"run directory: {files.run_dir}" in out
+    assert f"wandb sync {files.run_dir}" in out
+    assert "W&B (offline, project digits): 5 steps, 25 values, 3 hyperparameters, 4 summary values" in out
+
+    assert (files.run.run_id, files.run.display_name, files.run.project) == ("exp-base", "baseline", "digits")
+    assert {key: value for key, value in files.config.items() if key != "_wandb"} == CONFIG
+    with RunStore(store) as reader:
+        history = reader.history("exp-base")
+    assert len(files.history) == len(history)
+    for stored, row in zip(history, files.history, strict=True):
+        assert row["global_step"] == stored["step"]
+        assert set(row) - {"_step", "_runtime", "_timestamp"} == set(stored) - {"step"} | {"global_step"}
+        for key, value in stored.items():
+            if isinstance(value, (int, float, str)) and key != "step":
+                assert nan_equal(row[key], value), (key, row[key], value)
+    assert files.history[4]["weights"]["_type"] == "histogram"
+    assert files.history[4]["sample"]["_type"] == "image-file"
+    assert files.summary["best_loss"] == 0.5
+    assert files.summary["peak"] == math.inf
+    assert files.summary["diverged"] is None  # W&B's summary keeps no NaN (its history does: val/loss above)
+    assert files.summary["final_weights"]["_type"] == "histogram"
+    (exit_record,) = [r.exit for r in files.records if r.WhichOneof("record_type") == "exit"]
+    assert exit_record.exit_code == 0
+
+
+def test_export_to_wandb_of_a_failed_run_marks_it_failed(store, capsys, wandb_dirs, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "online")  # --mode wins over the environment
+    target = wandb_dirs / "wandb-runs"
+    exported = run_cli_json(
+        capsys,
+        "export",
+        "wide",
+        "--to",
+        "wandb",
+        "--mode",
+        "offline",
+        "--project",
+        "moved",
+        "--dir",
+        str(target),
+        "--store",
+        store,
+    )
+    files = read_run(target)
+    assert exported == {
+        "target": "wandb",
+        "run": "exp-wide",
+        "mode": "offline",
+        "project": "moved",
+        "entity": None,
+        "run_dir": str(files.run_dir),
+        "url": None,
+        "exit_code": 1,
+        "steps": 3,
+        "values": 3,
+        "config": 0,
+        "summary": 0,
+        "artifacts": 0,
+    }
+    assert (files.run.run_id, files.run.project) == ("exp-wide", "moved")
+    assert files.column("train/loss") == WIDE_LOSS
+    (exit_record,) = [r.exit for r in files.records if r.WhichOneof("record_type") == "exit"]
+    assert exit_record.exit_code == 1
+
+
+def test_wandb_mode_from_the_environment_must_write_a_run(store, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert main(["export", "exp-base", "--to", "wandb", "--store", store]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert (
+        line == "jaxtrack: error: WANDB_MODE is 'disabled', which writes no run: pass --mode online or --mode offline"
+    )
