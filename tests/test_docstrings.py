@@ -11,6 +11,7 @@ import functools
 import importlib
 import inspect
 import pathlib
+import pkgutil
 import re
 import types
 from typing import Any
@@ -18,45 +19,20 @@ from typing import Any
 import pytest
 import yaml
 
-PUBLIC_MODULES = [
-    "jaxtrack",
-    "jaxtrack.callbacks",
-    "jaxtrack.callbacks.base",
-    "jaxtrack.callbacks.checkpoint",
-    "jaxtrack.callbacks.evaluate",
-    "jaxtrack.callbacks.guards",
-    "jaxtrack.callbacks.hyperparams",
-    "jaxtrack.callbacks.loop",
-    "jaxtrack.callbacks.profile",
-    "jaxtrack.callbacks.progress",
-    "jaxtrack.callbacks.report",
-    "jaxtrack.callbacks.schedule",
-    "jaxtrack.ingraph",
-    "jaxtrack.ingraph.capture",
-    "jaxtrack.ingraph.loops",
-    "jaxtrack.ingraph.reductions",
-    "jaxtrack.ingraph.tracked",
-    "jaxtrack.multihost",
-    "jaxtrack.redaction",
-    "jaxtrack.store",
-    "jaxtrack.store.codec",
-    "jaxtrack.store.export",
-    "jaxtrack.store.location",
-    "jaxtrack.store.plot",
-    "jaxtrack.store.reader",
-    "jaxtrack.store.schema",
-    "jaxtrack.store.writer",
-    "jaxtrack.trackers",
-    "jaxtrack.trackers.base",
-    "jaxtrack.trackers.clu",
-    "jaxtrack.trackers.config",
-    "jaxtrack.trackers.console",
-    "jaxtrack.trackers.local",
-    "jaxtrack.trackers.tensorboard",
-    "jaxtrack.trackers.wandb",
-    "jaxtrack.tracking",
-    "jaxtrack.values",
-]
+
+def _public_modules() -> list[str]:
+    """Every module of the package whose dotted name has no private part; the command line has its own page."""
+    import jaxtrack
+
+    names = [
+        info.name
+        for info in pkgutil.walk_packages(jaxtrack.__path__, "jaxtrack.")
+        if not any(part.startswith("_") for part in info.name.split(".")) and not info.name.startswith("jaxtrack.cli")
+    ]
+    return ["jaxtrack", *sorted(names)]
+
+
+PUBLIC_MODULES = _public_modules()
 
 API_PAGES = pathlib.Path(__file__).resolve().parents[1] / "docs" / "api"
 

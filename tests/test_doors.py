@@ -194,7 +194,7 @@ class Doors:
             writer = as_metric_writer(tracker)
             return lambda step: writer.write_scalars(step, {"door": float(step)})
         if name == "Evaluate":
-            evaluate = Evaluate(lambda step, **_: {"door": jnp.float32(step)}, prefix="", at_end=False)
+            evaluate = Evaluate(lambda step, **_: {"door": jnp.float32(step)}, every_steps=2, prefix="", at_end=False)
             return lambda step: evaluate.evaluate(step)
         if name == "an in-graph report":
 

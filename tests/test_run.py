@@ -16,13 +16,20 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import jaxtrack
+import jaxtrack as jt
 from jaxtrack.store import RunStore
+from jaxtrack.trackers.local import LocalTracker
+from support.backends import local_spec
+from support.faults import FailingTracker, finish_warnings, stored_history, stored_status, unique
+from support.recording import RecordingTracker
 
 WORKER = Path(__file__).resolve().parent / "support" / "process_exit_worker.py"
 WAIT = 120  # generous bound for a child to start (imports JAX) or to end: only a hang exceeds it
@@ -191,9 +198,168 @@ def test_a_sigterm_handler_of_the_program_is_left_in_place(tmp_path: Path, start
     _check_every_printed_step_is_stored(tmp_path, child, "run-own-handler", first=0)
 
 
-def test_sigterm_while_log_holds_the_reporter_lock_still_finishes_the_run(tmp_path: Path, start: Any) -> None:
+def test_sigterm_while_log_holds_the_dispatchers_lock_still_finishes_the_run(tmp_path: Path, start: Any) -> None:
     child = start("sigterm-in-submit")
     assert child.end() == -signal.SIGTERM, child.stderr[-4000:]
     assert "survived SIGTERM" not in child.lines
     assert _stored_steps(tmp_path / "runs.db", "run-sigterm-in-submit") == list(range(20))
     assert _raw_run(tmp_path / "runs.db", "run-sigterm-in-submit")[0] == "killed"
+
+
+# ---- a backend that hangs at the end -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ending", ["exit", "sigterm"])
+def test_a_hung_backend_neither_blocks_training_nor_keeps_the_process_from_ending(
+    tmp_path: Path, start: Any, ending: str
+) -> None:
+    """Case 4: training blocked after ~11.6k reports, then a normal exit and SIGTERM both hung for ever."""
+    child = start(f"hung-{ending}")
+    child.run_until(1999)  # every report logged: the loop waited for the hung backend once, then went on
+    if ending == "sigterm":
+        while "trained" not in child.lines:
+            line = child.process.stdout.readline() if child.process.stdout is not None else ""
+            assert line, child.stderr[-4000:]
+            child.lines.append(line.rstrip("\n"))
+        child.process.send_signal(signal.SIGTERM)
+    code = child.end()  # the watchdog kills a child that hangs: this asserts it ended by itself
+    assert code == (0 if ending == "exit" else -signal.SIGTERM), child.stderr[-4000:]
+    assert "has taken no call for 1 s" in child.stderr  # declared hung, once, by name
+    assert "hung: did not finish within 3 s" in child.stderr or "hung: " in child.stderr
+    assert "report(s) dropped while it hung" in child.stderr  # the warning says what it lost
+    status, end_time = _raw_run(tmp_path / "runs.db", f"run-hung-{ending}")
+    assert (status, end_time is not None) == ("finished" if ending == "exit" else "killed", True)
+    assert _stored_steps(tmp_path / "runs.db", f"run-hung-{ending}") == list(range(2000))  # the local store lost nothing
+
+
+# ---- what is queued is delivered at exit -----------------------------------------------------------------
+
+EXIT_SCRIPT = """
+import threading
+import jax
+import jax.numpy as jnp
+import jaxtrack as jt
+
+path = {path!r}
+script_done = threading.Event()
+
+
+class FileTracker(jt.NoopTracker):
+    name = "file"
+
+    def log(self, metrics, *, step=None, commit=None):
+        # Hold the first delivery until the script has queued everything, so that
+        # all of it is still pending when the interpreter starts to exit.
+        assert script_done.wait(120)
+        with open(path, "a") as file:
+            file.write(f"log {{step}} " + " ".join(f"{{k}}={{float(v):g}}" for k, v in metrics.items()) + "\\n")
+
+    def finish(self):
+        with open(path, "a") as file:
+            file.write("finished\\n")
+
+
+jt.current_tracker(FileTracker())
+
+
+@jt.jit
+def step(x):
+    jt.jit_log({{"x": x}})
+    return x + 1
+
+
+x = jnp.float32(0.0)
+for i in range(100):
+    jt.log({{"i": jnp.float32(i) if i % 2 else i}}, step=i)
+for i in range(10):
+    x = step(x)
+    if i % 5 == 4:
+        step.report(100 + i)
+script_done.set()
+# no jt.finish(): exit must deliver what is queued and finish the tracker
+"""
+
+
+def test_everything_queued_is_delivered_and_trackers_finished_at_exit(tmp_path: Path) -> None:
+    out = tmp_path / "delivered.txt"
+    completed = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT.format(path=str(out))], capture_output=True, text=True, timeout=180
+    )
+    assert completed.returncode == 0, completed.stderr[-5000:]
+    lines = out.read_text().splitlines()
+    assert lines == [
+        *(f"log {i} i={i}" for i in range(100)),
+        "log 104 x=2",  # mean of 0..4
+        "log 109 x=7",  # mean of 5..9
+        "finished",
+    ]
+
+
+# ---- strict mode ---------------------------------------------------------------------------------------
+
+
+class FailingAt(jt.NoopTracker):
+    """Raises from ``log`` at the given steps."""
+
+    def __init__(self, name: str, steps: set[int]) -> None:
+        self.name = name
+        self.steps = steps
+
+    def log(self, metrics, *, step=None, commit=None):
+        if step in self.steps:
+            raise OSError(f"{self.name} failed at {step}")
+
+
+def test_strict_mode_names_the_backend_and_step_of_each_failure_in_turn(tmp_path: Path) -> None:
+    """Case 10: the second backend's failure was reported under the name of the one that failed first."""
+    path = tmp_path / "runs.db"
+    first, second = FailingAt(unique("first"), {1, 3}), FailingAt(unique("second"), {2})
+    jt.init_tracker([local_spec(path), first, second], run_id="strict-turns", strict=True)
+    jt.log({"x": 0.0}, step=0)
+    jt.log({"x": 1.0}, step=1)  # the first fails
+    with pytest.raises(jt.BackendError) as raised:
+        jt.flush(timeout=60)
+    assert (raised.value.backend, raised.value.method, raised.value.step) == (first.name, "log", 1)
+    assert f"{first.name!r} failed in log at step 1" in str(raised.value)
+    assert isinstance(raised.value.__cause__, OSError)
+    jt.log({"x": 2.0}, step=2)  # the second fails
+    jt.log({"x": 3.0}, step=3)  # the first fails again
+    with pytest.raises(jt.BackendError) as raised:
+        jt.flush(timeout=60)
+    assert (raised.value.backend, raised.value.step) == (second.name, 2)  # oldest first, each once
+    with pytest.raises(jt.BackendError) as raised:
+        jt.log({"x": 4.0}, step=4)  # raised at the next call, after queueing it
+    assert (raised.value.backend, raised.value.step) == (first.name, 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        jt.finish()  # nothing left to raise
+    messages = [str(w.message) for w in caught]
+    assert any(f"{first.name}.log failed x2" in m and f"{second.name}.log failed x1" in m for m in messages)
+    assert [row["step"] for row in local_history_rows(path, "strict-turns")] == [0, 1, 2, 3, 4]
+
+
+def test_strict_mode_raises_at_finish_after_the_run_has_ended(tmp_path: Path) -> None:
+    failing = FailingTracker(unique("failing"), methods=("log",))
+    path = tmp_path / "runs.db"
+    jt.init_tracker(jt.CompositeTracker([failing, LocalTracker(path, run_id="strict")]), strict=True)
+    jt.log({"loss": 0.0}, step=0)
+    with pytest.raises(jt.BackendError, match=rf"{failing.name}.*log.*RuntimeError: {failing.name} is down"):
+        jt.finish()  # says what was lost, as without strict mode, then raises
+    assert jaxtrack.run.current() is None  # finished nonetheless
+    assert stored_status(path, "strict")[0] == "finished"
+    assert [row["step"] for row in stored_history(path, "strict")] == [0]
+
+
+def test_strict_mode_ends_with_its_run() -> None:
+    jt.init_tracker(RecordingTracker(unique("strict-run")), strict=True)
+    jt.finish()
+    failing = FailingTracker(unique("failing"), methods=("log",))
+    jt.current_tracker(jt.CompositeTracker([failing, RecordingTracker(unique("recording"))]))
+    jt.log({"loss": 0.0}, step=0)
+    assert jt.flush(timeout=60)  # a non-strict run: the failure is counted, not raised
+    assert any(f"{failing.name}.log failed x1" in m for m in finish_warnings())
+
+
+def local_history_rows(path: Path, run_id: str) -> list[dict[str, Any]]:
+    with RunStore(path) as store:
+        return store.history(run_id)

@@ -24,7 +24,6 @@ import dataclasses
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, overload
@@ -33,7 +32,7 @@ import yaml
 
 from jaxtrack import pipeline, run
 from jaxtrack._paths import safe_file_name
-from jaxtrack.errors import NoTrackerWarning
+from jaxtrack.errors import NoTrackerWarning, warn
 from jaxtrack.ids import new_run_id, validate_run_id
 from jaxtrack.multihost import agree_on_run_id
 from jaxtrack.pipeline.calls import Call
@@ -108,11 +107,10 @@ def _warn_no_tracker() -> None:
     global _warned_no_tracker
     if not _warned_no_tracker:
         _warned_no_tracker = True
-        warnings.warn(
+        warn(
             "jaxtrack: no tracker is set, so logged values are dropped; "
             "call jaxtrack.init_tracker() (the local run store) or jaxtrack.current_tracker(tracker) first",
             NoTrackerWarning,
-            stacklevel=3,
         )
 
 

@@ -26,6 +26,9 @@ Examples:
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from typing import Any
 
 
@@ -213,6 +216,27 @@ class DataLossWarning(RuntimeWarning):
         >>> import warnings, jaxtrack as jt
         >>> warnings.simplefilter("error", jt.DataLossWarning)  # doctest: +SKIP
     """
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn(message: str, category: type[Warning]) -> None:
+    """Issues ``message`` pointing at the user's line: the innermost caller outside the jaxtrack package.
+
+    Examples:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn("jaxtrack: an example", DataLossWarning)
+        >>> caught[0].category.__name__, caught[0].filename.endswith("errors.py")
+        ('DataLossWarning', False)
+    """
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    warnings.warn(message, category, stacklevel=level + 1 if frame is not None else 2)
 
 
 __all__ = [

@@ -34,14 +34,13 @@ import signal
 import sys
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
 from jaxtrack import pipeline
-from jaxtrack.errors import BackendError, DataLossWarning
+from jaxtrack.errors import BackendError, DataLossWarning, warn
 from jaxtrack.pipeline.calls import Call
 
 FINISH_TIMEOUT_SECS = 60.0
@@ -125,7 +124,6 @@ def end(
     status: str = "finished",
     timeout: float | None = None,
     previous: Any = _KEEP,
-    stacklevel: int = 3,
 ) -> None:
     """Ends ``tracker``'s run: everything submitted to it before is written out, then every backend finishes.
 
@@ -167,11 +165,7 @@ def end(
         ] or [f"the dispatcher did not finish within {timeout:.0f} s ({dispatcher.pending} call(s) still queued)"]
     dispatcher.forget(tracker)
     if lost:
-        warnings.warn(
-            "jaxtrack: not everything logged reached every backend: " + "; ".join(lost),
-            DataLossWarning,
-            stacklevel=stacklevel,  # the user's line: finish(), the end of a `with`, a writer's close()
-        )
+        warn("jaxtrack: not everything logged reached every backend: " + "; ".join(lost), DataLossWarning)
     if failure is not None:
         raise BackendError(failure.backend, failure.method, failure.step, failure.error) from failure.error
 
@@ -184,12 +178,30 @@ def _mark_ended(tracker: Any) -> None:
 
 
 def wait_for_host_callbacks(deadline: float | None) -> None:
-    """Waits (at most until ``deadline``, a ``time.monotonic()`` time) for steps still running whose ``jit_log`` host callbacks log."""
+    """Waits (at most until ``deadline``, a ``time.monotonic()`` time) for steps still running whose ``jit_log`` host callbacks log.
+
+    What ``jax.effects_barrier()`` waits for, bounded: the runtime tokens of
+    the computations this thread dispatched (JAX keeps them per thread) are
+    waited for on a helper thread, so a device that hangs cannot keep a run
+    from ending.
+    """
     if "jax" not in sys.modules:
         return
     import jax
 
-    waiter = threading.Thread(target=jax.effects_barrier, name="jaxtrack-effects-barrier", daemon=True)
+    try:
+        from jax._src import dispatch
+
+        tokens = dispatch.runtime_tokens  # this thread's: JAX keeps them in a threading.local
+        pending = [*tokens.current_tokens.values(), *tokens.output_runtime_tokens.values()]
+    except (ImportError, AttributeError):  # another JAX: its own barrier, on this thread
+        jax.effects_barrier()
+        return
+    if not pending:
+        return
+    waiter = threading.Thread(
+        target=lambda: [token.block_until_ready() for token in pending], name="jaxtrack-effects", daemon=True
+    )
     try:
         waiter.start()
     except RuntimeError:  # no new threads while the interpreter shuts down
@@ -215,7 +227,7 @@ def end_all(*, status: str, timeout: float | None = None) -> None:
         except BackendError:
             pass  # strict mode: the warning at its end already names the failure
         except Exception as error:  # noqa: BLE001 - exit must go on; say what was not written
-            warnings.warn(f"jaxtrack: ending {tracker!r} failed: {error}", DataLossWarning, stacklevel=2)
+            warn(f"jaxtrack: ending {tracker!r} failed: {error}", DataLossWarning)
 
 
 # -- strict mode -----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxtrack
 import jaxtrack as jt
 from jaxtrack.callbacks import LambdaCallback, Loop, StopTraining
 from support.recording import RecordingTracker
@@ -96,6 +97,33 @@ def test_an_exception_ends_callbacks_marks_the_run_and_finishes_the_tracker():
     assert [step for step, _, _ in tracker.logs] == [0, 1]  # everything logged before the failure
     assert {"status": "failed: FloatingPointError", "last_step": 2} in tracker.summaries
     assert tracker.finished == 1
+
+
+def test_a_failing_step_and_a_failing_on_end_mark_the_run_failed_and_raise_the_steps_error(tmp_path):
+    """Case 9: the callback's error replaced the step's, the run stayed running, the tracker current, and the
+    process's exit then marked it finished."""
+    from jaxtrack.callbacks import Callback
+    from jaxtrack.store import RunStore
+
+    class BrokenEnd(Callback):
+        def on_end(self, step, **context):
+            raise RuntimeError("on_end broke too")
+
+    def step_fn(state, batch):
+        if state == 5:
+            raise ValueError("the step broke")
+        return state + 1
+
+    store = tmp_path / "runs.db"
+    jt.init_tracker({"type": "local", "path": str(store)}, run_id="both-broke")
+    with pytest.raises(ValueError, match="the step broke") as raised:
+        jt.train(step_fn, 0, itertools.repeat(None), 10, callbacks=[BrokenEnd()])
+    assert any("on_end broke too" in note for note in getattr(raised.value, "__notes__", []))
+    assert jaxtrack.run.current() is None  # the run ended: the tracker is no longer current
+    jaxtrack.run.end_all(status="finished")  # what the process's exit does
+    with RunStore(store) as runs:
+        run = runs.run("both-broke")
+        assert run.status == "failed" and run.summary["status"] == "failed: ValueError"
 
 
 def test_restore_hook_resumes_after_the_saved_step():

@@ -14,16 +14,16 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
-import sqlite3
+import os
 import threading
 import time
-import uuid
 import warnings
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import jaxtrack as jt
@@ -31,126 +31,24 @@ from jaxtrack import pipeline, run
 from jaxtrack.pipeline.calls import Delivery
 from jaxtrack.pipeline.health import Health
 from jaxtrack.pipeline.lanes import Lane
-from jaxtrack.store import RunStore
 from jaxtrack.trackers.local import LocalTracker
+from support.faults import (
+    WAIT,
+    FailingTracker,
+    SlowTracker,
+    finish_warnings,
+    hanging_trackers,
+    stored_history,
+    stored_status,
+    unique,
+    wait_until,
+)
 from support.recording import RecordingTracker
-
-WAIT = 60  # generous bound for anything that should happen promptly
-
-
-def unique(prefix: str) -> str:
-    """A backend name no other test uses: the reporter counts failures and drops by name, process-wide."""
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-class FailingTracker(RecordingTracker):
-    """A backend whose calls of ``methods`` raise ``RuntimeError`` (every call, every method by default)."""
-
-    def __init__(self, name: str, methods: tuple[str, ...] = ("log", "log_summary", "log_hyperparameters", "flush")):
-        super().__init__(name)
-        self.failing = methods
-
-    def _fail(self, method: str) -> None:
-        if method in self.failing:
-            raise RuntimeError(f"{self.name} is down")
-
-    def log(self, metrics, *, step=None, commit=None):
-        self._fail("log")
-        super().log(metrics, step=step, commit=commit)
-
-    def log_summary(self, metrics):
-        self._fail("log_summary")
-        super().log_summary(metrics)
-
-    def log_hyperparameters(self, hparams):
-        self._fail("log_hyperparameters")
-        super().log_hyperparameters(hparams)
-
-    def flush(self):
-        self._fail("flush")
-        super().flush()
-
-    def finish(self):
-        self._fail("finish")
-        super().finish()
-
-
-class HangingTracker(RecordingTracker):
-    """A backend that hangs in every call until ``release`` is set (the test's teardown sets it)."""
-
-    def __init__(self, name: str, **attributes: Any) -> None:
-        super().__init__(name)
-        self.__dict__.update(attributes)  # when_full, max_pending
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def _hang(self) -> None:
-        self.entered.set()
-        self.release.wait(600)
-
-    def log(self, metrics, *, step=None, commit=None):
-        self._hang()
-        super().log(metrics, step=step, commit=commit)
-
-    def flush(self):
-        self._hang()
-        super().flush()
-
-    def finish(self):
-        self._hang()
-        super().finish()
-
-
-class SlowTracker(RecordingTracker):
-    """A backend that is slow (never stuck): each ``log`` takes a couple of milliseconds."""
-
-    def log(self, metrics, *, step=None, commit=None):
-        time.sleep(0.002)
-        super().log(metrics, step=step, commit=commit)
 
 
 @pytest.fixture
 def hanging() -> Iterator[Any]:
-    """Makes :class:`HangingTracker` s, released at teardown (and their backlog delivered)."""
-    made: list[HangingTracker] = []
-
-    def make(name: str, **attributes: Any) -> HangingTracker:
-        made.append(HangingTracker(name, **attributes))
-        return made[-1]
-
-    yield make
-    for tracker in made:
-        tracker.release.set()
-    pipeline.flush(timeout=WAIT)
-
-
-def stored_history(path: Path, run_id: str) -> list[dict[str, Any]]:
-    with RunStore(path) as store:
-        return store.history(run_id)
-
-
-def stored_status(path: Path, run_id: str) -> tuple[str, float | None]:
-    """The run's status and end time as written (``RunStore`` derives ``killed`` for a dead process)."""
-    db = sqlite3.connect(path)
-    try:
-        return db.execute("SELECT status, end_time FROM runs WHERE id = ?", (run_id,)).fetchone()
-    finally:
-        db.close()
-
-
-def wait_until(condition: Any, what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"still not {what} after {timeout} s"
-        time.sleep(0.01)
-
-
-def finish_warnings(**kwargs: Any) -> list[str]:
-    """``jt.finish(**kwargs)``, and the messages of the RuntimeWarnings (DataLossWarning) it gave."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        jt.finish(**kwargs)
-    return [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    yield from hanging_trackers()
 
 
 # ---- a backend that raises -------------------------------------------------------------------------
@@ -390,3 +288,95 @@ def test_lanes_retire_after_finish_so_many_runs_leak_no_threads() -> None:
     # A later delivery lets go of the finished backends: the runs before the last are not kept alive.
     gc.collect()
     assert [ref() for ref in itertools.islice(finished, 10)] == [None] * 10
+
+
+# ---- any exception stays with its backend -----------------------------------------------------------
+
+
+class Exiting(jt.NoopTracker):
+    """Raises ``raised`` from ``log`` at every step ending in 3, records the other steps."""
+
+    def __init__(self, name: str, raised: type[BaseException]) -> None:
+        self.name = name
+        self.raised = raised
+        self.steps: list[int] = []
+
+    def log(self, metrics, *, step=None, commit=None):
+        if step % 10 == 3:
+            raise self.raised(f"{self.name} gives up at {step}")
+        self.steps.append(step)
+
+
+class GoneAway(BaseException):
+    """A BaseException that is none of Python's own."""
+
+
+@pytest.mark.parametrize("raised", [SystemExit, KeyboardInterrupt, GoneAway])
+def test_a_backend_raising_any_base_exception_is_counted_and_its_lane_keeps_serving(
+    tmp_path: Path, raised: type[BaseException]
+) -> None:
+    """Case 5: a ``SystemExit`` on the backend's thread ended its lane silently; training then hung."""
+    exiting = Exiting(unique("exiting"), raised)
+    exiting.max_pending = 5  # a lane that stopped would fill this at once, and block the loop
+    path = tmp_path / "runs.db"
+    jt.current_tracker(jt.CompositeTracker([LocalTracker(path, run_id="exits"), exiting]))
+
+    def train() -> None:
+        for step in range(200):
+            jt.log({"i": step}, step=step)
+
+    trainer = threading.Thread(target=train)
+    trainer.start()
+    trainer.join(WAIT)
+    assert not trainer.is_alive(), "training hung behind the backend that raised"
+    messages = finish_warnings()
+    assert exiting.steps == [step for step in range(200) if step % 10 != 3]  # its lane went on serving
+    assert any(f"{exiting.name}.log failed x20" in m for m in messages), messages
+    assert [row["step"] for row in stored_history(path, "exits")] == list(range(200))
+
+
+# ---- memory bounded in bytes --------------------------------------------------------------------------
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class SlowArrays(jt.NoopTracker):
+    """Takes 5 ms a report; receives arrays as they are (``histogram_bins = None``) or as histograms."""
+
+    def __init__(self, name: str, histogram_bins: int | None) -> None:
+        self.name = name
+        self.histogram_bins = histogram_bins
+        self.sizes: list[int] = []
+
+    def log(self, metrics, *, step=None, commit=None):
+        time.sleep(0.005)
+        value = metrics["w"]
+        self.sizes.append(value.size if isinstance(value, np.ndarray) else int(value.num))
+
+
+@pytest.fixture
+def small_dispatcher_bound() -> Iterator[None]:
+    pipeline.configure(max_queued_bytes=16 * 2**20)
+    yield
+    pipeline.configure(max_queued_bytes=pipeline.DEFAULT_MAX_QUEUED_BYTES)
+
+
+@pytest.mark.parametrize("bins", [64, None], ids=["histograms", "raw-arrays"])
+def test_memory_held_for_a_slow_backend_is_bounded_in_bytes(small_dispatcher_bound: None, bins: int | None) -> None:
+    """Case 8: a 1e6-element array logged every step into a slow backend grew memory ~4 MB a step."""
+    slow = SlowArrays(unique("slow"), bins)
+    slow.max_pending_bytes = 16 * 2**20  # the lane's bound in bytes (arrays it receives as they are)
+    jt.current_tracker(slow)
+    steps, size = 300, 10**6
+    start = peak = _resident_bytes()
+    for step in range(steps):
+        jt.log({"w": np.full(size, float(step), np.float32)}, step=step)  # 4 MB a step: 1.2 GB if nothing bounds it
+        peak = max(peak, _resident_bytes())
+    assert jt.flush(timeout=WAIT)
+    assert finish_warnings() == []
+    assert slow.sizes == [size] * steps  # every report arrived: bounded by waiting, not by dropping
+    # What waits: at most the dispatcher's 16 MiB of arrays and the lane's 16 MiB, plus a few in hand.
+    assert peak - start < 200 * 2**20, f"resident memory grew by {(peak - start) / 2**20:.0f} MiB"

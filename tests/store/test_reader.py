@@ -52,11 +52,12 @@ def test_metric_stats_leave_nans_out_of_min_and_max(tmp_path: Path) -> None:
     assert math.isnan(stats["only_nan"]["last"])
 
 
-def test_reader_sees_each_report_as_soon_as_log_returns(tmp_path: Path) -> None:
+def test_reader_sees_each_report_as_soon_as_flush_returns(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
     with LocalTracker(path, run_id="live") as tracker, RunStore(path) as store:
         for step in range(3):
             tracker.log({"loss": float(step)}, step=step)
+            tracker.flush()  # the report is committed once flush returns (log only queues it)
             assert store.history("live")[-1] == {"step": step, "loss": float(step)}
             assert store.run("live").status == "running"
     assert read_run(path, "live").status == "finished"

@@ -5,7 +5,8 @@
 Logs ``{"i": step, "x": float(step), "note": "step <step>"}`` at steps
 ``0 .. NUM_STEPS - 1`` with a :class:`~jaxtrack.LocalTracker` (``NUM_STEPS``
 ``0``: until it is killed), and prints each step on its own line, flushed,
-once ``log`` has returned, so the parent knows that report is committed.
+once ``tracker.flush()`` has returned after its ``log``, so the parent knows
+that report is committed (``log`` only queues it for the tracker's thread).
 Prints ``done`` after ``finish``.
 """
 
@@ -22,6 +23,7 @@ def main(path: str, run_id: str, num_steps: int) -> None:
     steps = itertools.count() if num_steps == 0 else range(num_steps)
     for step in steps:
         tracker.log({"i": step, "x": float(step), "note": f"step {step}"}, step=step)
+        tracker.flush()
         print(step, flush=True)
     tracker.finish()
     print("done", flush=True)

@@ -24,6 +24,12 @@ knows which reports the training loop handed over. Scenarios:
     ``handler replaced``) once jaxtrack is set up, then logs forever, a step
     every 2 ms. Its handler calls ``jaxtrack.finish(status="killed")``,
     prints ``own handler ran`` and exits with status 7.
+``hung-exit`` / ``hung-sigterm``
+    a user backend that hangs in its first ``log`` (under the default
+    ``block`` policy, ``max_pending`` 20, ``block_timeout`` 1 s) next to the
+    local store; finish timeouts of 3 s. Logs 2,000 steps (far more than the
+    hung backend's room), prints ``trained``, then returns (``hung-exit``)
+    or waits for the parent's SIGTERM (``hung-sigterm``).
 ``sigterm-in-submit``
     logs 20 steps, then sends itself SIGTERM from inside the dispatcher's lock,
     as ``jaxtrack.log`` holds it for a moment whenever it wakes the dispatcher
@@ -69,7 +75,24 @@ def main(scenario: str, path: str, run_id: str) -> None:
 
     import jaxtrack as jt
 
-    jt.init_tracker({"type": "local", "path": path}, run_id=run_id)
+    spec: list[object] = [{"type": "local", "path": path}]
+    if scenario.startswith("hung-"):
+        import threading
+
+        from jaxtrack import run
+
+        run.FINISH_TIMEOUT_SECS = run.SIGTERM_FINISH_TIMEOUT_SECS = 3.0
+
+        class Hung(jt.NoopTracker):
+            name = "hung"
+            max_pending = 20
+            block_timeout = 1.0
+
+            def log(self, metrics, *, step=None, commit=None):
+                threading.Event().wait()  # for ever
+
+        spec.append(Hung())
+    jt.init_tracker(spec, run_id=run_id)
 
     if scenario == "own-handler":
         kept = signal.getsignal(signal.SIGTERM) is on_sigterm
@@ -95,6 +118,12 @@ def main(scenario: str, path: str, run_id: str) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(60)  # the handler runs here: at once, or when the sleep is interrupted
         print("survived SIGTERM", flush=True)
+    elif scenario in ("hung-exit", "hung-sigterm"):
+        for step in range(STEPS * 100):
+            log_step(step)
+        print("trained", flush=True)
+        if scenario == "hung-sigterm":
+            time.sleep(600)  # the parent sends SIGTERM
     elif scenario in ("raise", "interrupt", "exit"):
         for step in range(STEPS):
             log_step(step)

@@ -299,7 +299,7 @@ def test_logging_after_finish_is_a_runtime_error(tmp_path: Path) -> None:
         lambda: tracker.log_hyperparameters({"lr": 0.1}),
         lambda: tracker.log_artifact(artifact),
     ):
-        with pytest.raises(RuntimeError, match="'done' is finished"):
+        with pytest.raises(RuntimeError, match=r"run_id='done'\) is finished"):
             call()
     assert read_history(tmp_path / "runs.db", "done") == [{"step": 0, "loss": 1.0}]
 

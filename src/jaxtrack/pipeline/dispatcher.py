@@ -148,6 +148,7 @@ class Dispatcher:
             if call.method in DROPPABLE:
                 for lane in lanes:
                     if lane.policy == "block" and lane.full():
+                        self._hurry()  # calls the lane waits for may still be lingering here
                         lane.wait_for_room(deadline)
             self._wait_for_room(nbytes, deadline)
         for lane in lanes:
@@ -187,9 +188,7 @@ class Dispatcher:
             while len(self._queue) >= self.max_calls or (
                 large and self._queued_bytes and self._queued_bytes + nbytes > self.max_bytes
             ):
-                self._ensure_thread()
-                self._urgent = True
-                self._cond.notify_all()
+                self._hurry()
                 remaining = 1.0 if deadline is None else min(deadline - time.monotonic(), 1.0)
                 if remaining <= 0:
                     return
@@ -210,6 +209,13 @@ class Dispatcher:
 
     def _notify(self) -> None:
         with self._cond:
+            self._cond.notify_all()
+
+    def _hurry(self) -> None:
+        """Has the thread deliver what is queued now, without lingering (someone waits for it)."""
+        with self._cond:
+            self._ensure_thread()
+            self._urgent = True
             self._cond.notify_all()
 
     def flush(self, deadline: float | None = None) -> bool:
@@ -308,9 +314,12 @@ class Dispatcher:
         return self._urgent or len(self._queue) >= self._batch
 
     def _deliver(self, batch: list[_Task]) -> None:
+        """Hands every task of ``batch`` to its lanes; a task that fails is counted for its backends, never raised."""
         fetched = fetch([(task.payload, task.call.step) for task in batch])
         for made, (task, (payload, step)) in enumerate(zip(batch, fetched, strict=True), 1):
             try:
+                if isinstance(step, Unfetched):
+                    raise step.error
                 deliveries = self._deliveries(task, payload, step)
             except BaseException as error:  # noqa: BLE001 - a bad call must not stop the others
                 for lane in task.lanes:

@@ -130,18 +130,15 @@ class Unfetched:
 
 
 def _fetch_one(payload: Any) -> Any:
+    """``payload`` fetched as a whole, else part by part (a mapping's values, a tuple's items)."""
     try:
         return with_key_order(payload, jax.device_get(payload))
-    except Exception as error:  # noqa: BLE001 - value by value below
-        if not isinstance(payload, Mapping):
-            return Unfetched(error)
-    fetched = {}
-    for key, value in payload.items():
-        try:
-            fetched[key] = jax.device_get(value)
-        except Exception as value_error:  # noqa: BLE001 - this value only
-            fetched[key] = Unfetched(value_error)
-    return fetched
+    except Exception as error:  # noqa: BLE001 - part by part below
+        if isinstance(payload, Mapping):
+            return {key: _fetch_one(value) for key, value in payload.items()}
+        if type(payload) in (tuple, list):
+            return type(payload)(_fetch_one(item) for item in payload)
+        return Unfetched(error)
 
 
 def _flattens(payload: Any) -> bool:

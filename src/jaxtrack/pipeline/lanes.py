@@ -28,11 +28,10 @@ import collections
 import logging
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
-from jaxtrack.errors import DataLossWarning
+from jaxtrack.errors import DataLossWarning, warn
 from jaxtrack.pipeline.calls import DROPPABLE, Delivery
 from jaxtrack.pipeline.health import Health
 
@@ -261,11 +260,10 @@ class Lane:
 
     def _declare_hung(self) -> None:
         self.hung = True
-        warnings.warn(
+        warn(
             f"jaxtrack: tracker {self.backend.name!r} has taken no call for {self.block_timeout:.0f} s with "
             f"{self.calls} queued; training goes on, and its reports are dropped (and counted) until it catches up",
             DataLossWarning,
-            stacklevel=6,
         )
 
     def wait_idle(self, timeout: float | None = None) -> bool:

@@ -23,12 +23,11 @@ from __future__ import annotations
 import abc
 import functools
 import os
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from jaxtrack import pipeline, run
-from jaxtrack.errors import DataLossWarning, FinishedTrackerError
+from jaxtrack.errors import DataLossWarning, FinishedTrackerError, warn
 from jaxtrack.pipeline.calls import Call
 from jaxtrack.pipeline.lanes import DEFAULT_BLOCK_TIMEOUT_SECS, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES, serving
 from jaxtrack.redaction import redact
@@ -243,10 +242,9 @@ def _warn_behind(tracker: Tracker, what: str) -> None:
     """The warning for a call that waited ``FINISH_TIMEOUT_SECS`` for backends and went on without them."""
     backlog = pipeline.dispatcher().backlog(tracker)
     slow = ", ".join(f"{name} ({count} call(s) queued)" for name, count in backlog.items()) or "the dispatcher"
-    warnings.warn(
+    warn(
         f"jaxtrack: {what} waited {run.FINISH_TIMEOUT_SECS:.0f} s for {slow}, which hangs or is far behind; going on",
         DataLossWarning,
-        stacklevel=4,
     )
 
 

@@ -53,7 +53,7 @@ def normalize(key: str, value: Any, *, num_bins: int = DEFAULT_NUM_BINS) -> Host
     if isinstance(value, Histogram):
         return _host_histogram(value)
     if isinstance(value, Image):
-        return value if _is_uint8_nhwc(value.pixels) else Image(value.to_uint8(), caption=value.caption)
+        return _host_image(key, value)
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
@@ -114,10 +114,8 @@ class NormalizedValues:
             self._values[key] = histogram = _host_histogram(raw)
             self.nbytes += histogram.bucket_limits.nbytes + histogram.bucket_counts.nbytes
         elif isinstance(raw, Image):
-            check_value(key, raw)
-            pixels = raw.pixels if _is_uint8_nhwc(raw.pixels) else raw.to_uint8()
-            self._values[key] = Image(pixels, caption=raw.caption)
-            self.nbytes += pixels.nbytes
+            self._values[key] = image = _host_image(key, raw)
+            self.nbytes += image.pixels.nbytes
         else:
             check_value(key, raw)
             if isinstance(raw, numbers.Number) and not isinstance(raw, np.generic):
@@ -182,8 +180,12 @@ def _host_histogram(value: Histogram) -> Histogram:
     )
 
 
-def _is_uint8_nhwc(pixels: Any) -> bool:
-    return isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim == 4
+def _host_image(key: str, image: Image) -> Image:
+    """``image`` with ``uint8`` host pixels in the layout it was given (``HW``, ``HWC`` or ``NHWC``)."""
+    if isinstance(image.pixels, np.ndarray) and image.pixels.dtype == np.uint8:
+        return image
+    check_value(key, image)
+    return Image(image.to_uint8().reshape(np.shape(image.pixels)), caption=image.caption)
 
 
 __all__ = [
