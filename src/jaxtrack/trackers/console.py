@@ -38,6 +38,7 @@ class ConsoleTracker(Tracker):
         >>> handler = logging.StreamHandler(sys.stdout)
         >>> console.logger.addHandler(handler)
         >>> console.log({"loss": 0.25, "train": {"acc": 0.875}}, step=100)
+        >>> console.flush()  # the line is written on the console's own thread; flush waits for it
         step 100 | loss 0.25 | train/acc 0.875
     """
 
