@@ -22,6 +22,7 @@ demo: $(INSTALLED)
 bench: $(INSTALLED)
 	$(BIN)/python bench/bench_logging.py
 	$(BIN)/python bench/bench_store.py
+	$(BIN)/python bench/bench_memory.py
 
 docs: $(INSTALLED)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve

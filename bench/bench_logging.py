@@ -9,10 +9,14 @@ jitted step computing and returning the same metrics, never read. Every
 variant writes real TensorBoard files.
 
 Variants:
-  naive           float() of every metric and a TensorBoard write, every step
+  naive           float() of every metric and a TensorBoard write, every step, on the training thread
   flax_buffer     keep each step's metric arrays, fetch and write every 100 steps (Flax examples)
   debug_callback  jax.debug.callback in the step, writing every step (Levanter's old jit_log)
   jaxtrack_N      jt.jit + jt.jit_log, report() every N steps to a CompositeTracker
+
+The variants other than jaxtrack's write where they run, as code without jaxtrack
+does: they call the TensorBoard backend's own ``log`` (``write_now``), not its
+front door, which would queue the write for the backend's thread.
 
 "memory" is the growth of live JAX array bytes between two reports (sampled
 on the training thread every step, in a separate untimed pass).
@@ -21,6 +25,7 @@ on the training thread every step, in a separate untimed pass).
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -96,6 +101,12 @@ class Setup:
 Variant = Callable[[int, Callable[[], None] | None], None]
 
 
+def write_now(tracker: jt.Tracker) -> Callable[..., None]:
+    """``tracker``'s own ``log``, made on the calling thread (behind its front door, which would queue it)."""
+    log = type(tracker).log
+    return functools.partial(getattr(log, "__wrapped__", log), tracker)
+
+
 def make_variants(setup: Setup, logdir: str, trackers: list[jt.Tracker]) -> dict[str, Variant]:
     """Each variant: ``run(num_steps, sample)`` trains from its own state; ``sample`` is called every step if given.
 
@@ -132,16 +143,18 @@ def make_variants(setup: Setup, logdir: str, trackers: list[jt.Tracker]) -> dict
 
     naive_tb = TensorboardTracker(os.path.join(logdir, "naive"))
     trackers.append(naive_tb)
+    naive_write = write_now(naive_tb)
 
     def naive_body(params: Any, opt: Any, step: int) -> tuple[Any, Any]:
         params, opt, metrics = baseline(params, opt, x, y)
-        naive_tb.log({k: float(v) for k, v in metrics.items()}, step=step)
+        naive_write({k: float(v) for k, v in metrics.items()}, step=step)
         return params, opt
 
     variants["naive"] = stateful(naive_body)
 
     buffer_tb = TensorboardTracker(os.path.join(logdir, "flax_buffer"))
     trackers.append(buffer_tb)
+    buffer_write = write_now(buffer_tb)
     buffered: list[dict[str, jax.Array]] = []
 
     def buffer_body(params: Any, opt: Any, step: int) -> tuple[Any, Any]:
@@ -149,7 +162,7 @@ def make_variants(setup: Setup, logdir: str, trackers: list[jt.Tracker]) -> dict
         buffered.append(metrics)
         if (step + 1) % FLAX_BUFFER_EVERY == 0:
             fetched = jax.device_get(buffered)
-            buffer_tb.log({k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}, step=step)
+            buffer_write({k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}, step=step)
             buffered.clear()
         return params, opt
 
@@ -157,9 +170,10 @@ def make_variants(setup: Setup, logdir: str, trackers: list[jt.Tracker]) -> dict
 
     callback_tb = TensorboardTracker(os.path.join(logdir, "debug_callback"))
     trackers.append(callback_tb)
+    callback_write = write_now(callback_tb)
 
     def write_from_callback(step: Any, metrics: dict[str, Any]) -> None:
-        callback_tb.log({k: float(v) for k, v in metrics.items()}, step=int(step))
+        callback_write({k: float(v) for k, v in metrics.items()}, step=int(step))
 
     @jax.jit
     def callback_step(params: Any, opt: Any, x: jax.Array, y: jax.Array, step: jax.Array) -> tuple[Any, Any]:

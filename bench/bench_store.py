@@ -10,9 +10,10 @@ the TensorBoard writer. Values are NumPy float32 scalars, as reports fetched
 from the device are.
 
 Variants:
-  local           LocalTracker.log, one committed transaction per report
-  local_reporter  jaxtrack.log to a LocalTracker through the background reporter, until flush() returns
-  tensorboard     TensorboardTracker.log (event files, buffered, no per-report commit)
+  local           the local store's own write: LocalTracker.log as its thread calls it (values normalised as
+                  jaxtrack normalises them once per report), one committed transaction per report
+  local_pipeline  jaxtrack.log to a LocalTracker, through the whole pipeline, until flush() returns
+  tensorboard     TensorboardTracker.log as its thread calls it (event files, buffered, no per-report commit)
 
 The target is 200,000 scalars/s into the store (``local``) at 100 scalars a report.
 """
@@ -30,10 +31,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from bench_logging import machine, write_now  # the same machine line, and the same direct write
 
 import jaxtrack as jt
 from jaxtrack.trackers.local import LocalTracker
 from jaxtrack.trackers.tensorboard import TensorboardTracker
+from jaxtrack.values import NormalizedValues
 
 REPORT_SIZES = (10, 100, 1000)
 TARGET = ("local", 100, 200_000.0)
@@ -44,13 +47,19 @@ def reports(size: int, count: int) -> list[dict[str, Any]]:
     return [{key: np.float32(step + i * 1e-3) for i, key in enumerate(keys)} for step in range(count)]
 
 
-def write_local(directory: str, batch: list[dict[str, Any]]) -> None:
-    with LocalTracker(os.path.join(directory, "store.db")) as tracker:
+def write_directly(tracker: jt.Tracker, batch: list[dict[str, Any]]) -> None:
+    """Each report as the backend's thread gets it: normalised once, then its own ``log`` on this thread."""
+    write = write_now(tracker)
+    with tracker:
         for step, report in enumerate(batch):
-            tracker.log(report, step=step)
+            write(NormalizedValues(report).for_bins(tracker.histogram_bins), step=step)
 
 
-def write_local_reporter(directory: str, batch: list[dict[str, Any]]) -> None:
+def write_local(directory: str, batch: list[dict[str, Any]]) -> None:
+    write_directly(LocalTracker(os.path.join(directory, "store.db")), batch)
+
+
+def write_local_pipeline(directory: str, batch: list[dict[str, Any]]) -> None:
     tracker = LocalTracker(os.path.join(directory, "store.db"))
     with jt.current_tracker(tracker):
         for step, report in enumerate(batch):
@@ -60,14 +69,12 @@ def write_local_reporter(directory: str, batch: list[dict[str, Any]]) -> None:
 
 
 def write_tensorboard(directory: str, batch: list[dict[str, Any]]) -> None:
-    with TensorboardTracker(os.path.join(directory, "tb")) as tracker:
-        for step, report in enumerate(batch):
-            tracker.log(report, step=step)
+    write_directly(TensorboardTracker(os.path.join(directory, "tb")), batch)
 
 
 VARIANTS: dict[str, Callable[[str, list[dict[str, Any]]], None]] = {
     "local": write_local,
-    "local_reporter": write_local_reporter,
+    "local_pipeline": write_local_pipeline,
     "tensorboard": write_tensorboard,
 }
 
@@ -121,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(REPORT_SIZES), help="scalars per report")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
-
-    from bench_logging import machine  # the same machine line as the logging benchmark
 
     rows = [row for size in args.sizes for row in bench_size(size, args.rounds, args.scalars)]
     print(f"Machine: {machine()}\n")

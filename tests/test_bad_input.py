@@ -74,6 +74,7 @@ import math
 import os
 import pathlib
 import re
+import tempfile
 import threading
 import uuid
 import warnings
@@ -584,6 +585,117 @@ def test_generated_reports_through_jt_log_are_refused_on_the_callers_thread_or_d
         check()
     finally:
         jt.finish()
+
+
+# ---- 1b. containers, images and histograms: their contents are checked at the call ---------------------
+
+container_leaves = st.one_of(
+    st.floats(allow_nan=True),
+    st.integers(-(10**6), 10**6),
+    st.booleans(),
+    st.none(),
+    st.text(TEXT, max_size=3),
+    numpy_scalars,
+    st.sampled_from([jnp.float32(1.5), jnp.int32(3)]),
+    hnp.arrays(np.float32, (2,)),
+)
+containers = st.recursive(
+    container_leaves, lambda children: st.lists(children, max_size=3) | st.tuples(children, children), max_leaves=6
+).filter(lambda value: isinstance(value, (list, tuple)))
+ANY_DTYPES = (*NUMERIC_DTYPES, np.complex64, np.str_, np.object_, "datetime64[s]")
+image_pixels = st.tuples(
+    st.sampled_from(ANY_DTYPES), st.sampled_from([(3, 4), (3, 4, 1), (3, 4, 3), (2, 3, 4, 4)])
+).flatmap(lambda spec: hnp.arrays(np.dtype(spec[0]), spec[1]))
+images = image_pixels.map(jt.Image)
+histogram_arrays = st.one_of(
+    st.sampled_from(ANY_DTYPES).flatmap(lambda dtype: hnp.arrays(np.dtype(dtype), st.integers(0, 4))),
+    st.lists(st.one_of(st.floats(allow_nan=False), st.text(max_size=2)), max_size=4),
+)
+histogram_scalars = st.one_of(
+    st.floats(), st.integers(0, 10), st.text(max_size=2), st.none(), hnp.arrays(np.float64, st.integers(0, 2))
+)
+well_formed_histograms = st.builds(
+    jt.Histogram.from_array, hnp.arrays(np.float64, st.integers(1, 20)), num_bins=st.integers(1, 8)
+)
+histograms = well_formed_histograms | st.builds(
+    jt.Histogram,
+    histogram_arrays,
+    histogram_arrays,
+    histogram_scalars,
+    histogram_scalars,
+    histogram_scalars,
+    histogram_scalars,
+    histogram_scalars,
+)
+
+
+def _numbers(value: Any) -> bool:
+    """Whether ``value`` is a number or a numeric array (the oracle, written apart from jaxtrack's checks)."""
+    kind = np.asarray(value).dtype.kind if isinstance(value, (np.ndarray, np.generic, jax.Array)) else None
+    return kind in ("b", "i", "u", "f") or (kind is None and isinstance(value, (bool, int, float)))
+
+
+def _shape(value: Any) -> tuple[int, ...] | None:
+    """The shape of a rectangular nested list of numbers, else ``None``."""
+    if isinstance(value, (list, tuple)):
+        shapes = {_shape(item) for item in value}
+        if None in shapes or len(shapes) > 1:
+            return None
+        return (len(value), *(shapes.pop() if shapes else ()))
+    return tuple(np.shape(value)) if _numbers(value) else None
+
+
+def recordable(value: Any) -> bool:
+    if isinstance(value, jt.Image):
+        return _numbers(value.pixels)
+    if isinstance(value, jt.Histogram):
+        limits, counts = _shape(value.bucket_limits), _shape(value.bucket_counts)
+        scalars = [value.min, value.max, value.num, value.sum, value.sum_squares]
+        return (
+            limits is not None
+            and counts is not None
+            and len(limits) == len(counts) == 1
+            and limits[0] == counts[0] + 1
+            and all(_shape(field) == () for field in scalars)
+        )
+    return _shape(value) is not None
+
+
+@settings(max_examples=200, **HYPOTHESIS)
+@given(st.one_of(containers, images, histograms))
+def test_generated_containers_images_and_histograms_are_refused_at_the_call_or_recorded_by_every_backend(value):
+    with tempfile.TemporaryDirectory() as directory:
+        store = os.path.join(directory, "runs.db")
+        errors = delivery_errors()
+        tracker = jt.init_tracker([local_spec(store), tb_spec(os.path.join(directory, "tb"))], run_id="contents")
+        try:
+            tracker.log({"k": value, "ok": 1.0}, step=1)
+        except (TypeError, ValueError) as error:
+            assert not recordable(value), f"refused a value every backend records: {error}"
+            assert "'k'" in str(error), error
+            recorded = False
+        else:
+            assert recordable(value), f"accepted {value!r}, which no backend records"
+            recorded = True
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", jt.DataLossWarning)  # whatever was accepted reached every backend
+            jt.finish()
+        assert new_errors(errors) == {}
+        row = local_history(store, "contents").get(1, {})
+        if not recorded:
+            assert row == {}
+            return
+        assert row["ok"] == 1.0
+        got = row["k"]
+        if isinstance(value, jt.Image):
+            np.testing.assert_array_equal(got.to_uint8(), value.to_uint8())
+        elif isinstance(value, jt.Histogram):
+            assert got.bucket_counts.tolist() == np.asarray(value.bucket_counts).astype(np.int64).tolist()
+        else:
+            elements = np.asarray(jax.device_get(value), dtype=np.float64).reshape(-1)
+            assert got.num == int(np.isfinite(elements).sum())
+        accumulator = tb_accumulator(os.path.join(directory, "tb", "contents"))
+        assert "k" in accumulator.Tags()["tensors"]
 
 
 # ---- 2. NaN and infinities -------------------------------------------------------------------------
