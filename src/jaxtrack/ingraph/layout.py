@@ -118,6 +118,11 @@ class Layout:
         return make()
 
     @functools.cached_property
+    def nbytes(self) -> int:
+        """The accumulator's size in bytes (fixed by the layout)."""
+        return sum(array.nbytes for array in self.initial_on_host)
+
+    @functools.cached_property
     def initial_on_host(self) -> tuple[np.ndarray, ...]:
         """The initial accumulator as read-only NumPy arrays.
 

@@ -150,6 +150,7 @@ class TrackedFunction:
                 step=step,
                 prepare=lambda host_acc: {**layout.results_on_host(host_acc, prefix), **extra},
                 owned=True,
+                nbytes=layout.nbytes,
             )
         )
         return True

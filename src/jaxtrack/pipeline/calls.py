@@ -42,11 +42,12 @@ class Call:
     ``prepare`` turns the fetched payload into flat values (an in-graph
     report: the accumulator into its reductions' results). ``owned`` says the
     payload's arrays belong to jaxtrack (an accumulator it swapped out), so
-    no copy is made to protect them from donation.
+    no copy is made to protect them from donation; ``nbytes``, if known, is
+    their size (the accumulator's is fixed by its layout).
 
     Examples:
         >>> Call("log", {"loss": 0.5}, step=3)
-        Call(method='log', payload={'loss': 0.5}, args=(), kwargs={}, step=3, commit=None, prepare=None, owned=False)
+        Call(method='log', payload={'loss': 0.5}, args=(), kwargs={}, step=3, commit=None, prepare=None, owned=False, nbytes=None)
     """
 
     method: str
@@ -57,6 +58,7 @@ class Call:
     commit: bool | None = None
     prepare: Callable[[Any], Mapping[str, Any]] | None = None
     owned: bool = False
+    nbytes: int | None = None
 
 
 class Countdown:

@@ -120,6 +120,9 @@ class Dispatcher:
 
     def lane(self, backend: Any) -> Lane:
         """``backend``'s lane, made on first use (which checks its delivery options)."""
+        lane = self._lanes.get(id(backend))
+        if lane is not None and lane.backend is backend:
+            return lane  # the common case, without the lock
         with self._lanes_lock:
             lane = self._lanes.get(id(backend))
             if lane is None or lane.backend is not backend:
@@ -143,7 +146,9 @@ class Dispatcher:
         and for callers that the device waits on (host callbacks).
         """
         lanes = [self.lane(backend) for backend in target.backends()]
-        payload, nbytes = hold(call.payload, owned=call.owned) if call.payload is not None else (None, 0)
+        payload, nbytes = (
+            hold(call.payload, owned=call.owned, nbytes=call.nbytes) if call.payload is not None else (None, 0)
+        )
         if room:
             if call.method in DROPPABLE:
                 for lane in lanes:

@@ -30,11 +30,11 @@ logger = logging.getLogger("jaxtrack")
 _SMALL_VALUE_BYTES = 16  # a number or a short text: what a value costs beyond its arrays, roughly
 
 
-def hold(payload: Any, *, owned: bool = False) -> tuple[Any, int]:
+def hold(payload: Any, *, owned: bool = False, nbytes: int | None = None) -> tuple[Any, int]:
     """``payload`` made safe to queue, and about how many bytes it holds.
 
     ``owned`` arrays (an accumulator jaxtrack swapped out) are not copied:
-    nothing else can donate them.
+    nothing else can donate them; ``nbytes``, if known, saves measuring them.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -52,6 +52,8 @@ def hold(payload: Any, *, owned: bool = False) -> tuple[Any, int]:
         if jax_keys and not owned:
             copies = _copy([payload[key] for key in jax_keys])
             payload = {**payload, **dict(zip(jax_keys, copies, strict=True))}
+        return payload, nbytes
+    if owned and nbytes is not None:
         return payload, nbytes
     leaves = jax.tree_util.tree_leaves(payload)
     nbytes = sum(_nbytes(leaf) for leaf in leaves)

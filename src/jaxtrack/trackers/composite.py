@@ -44,11 +44,14 @@ class CompositeTracker(Tracker):
 
     def backends(self) -> list[Tracker]:
         """Every backend inside, nested composites expanded, each once, in order."""
-        found: dict[int, Tracker] = {}
-        for tracker in self.trackers:
-            for backend in tracker.backends():
-                found.setdefault(id(backend), backend)
-        return list(found.values())
+        members = tuple(self.trackers)
+        if getattr(self, "_members", None) != members:  # asked at every call: worked out once per membership
+            found: dict[int, Tracker] = {}
+            for tracker in members:
+                for backend in tracker.backends():
+                    found.setdefault(id(backend), backend)
+            self._members, self._backends = members, list(found.values())
+        return self._backends
 
     # A call to a composite is split into one call per backend by the pipeline, which calls the
     # backends themselves: these run only if a backend's own thread calls the composite directly.
