@@ -45,13 +45,16 @@ class CompositeTracker(Tracker):
     def backends(self) -> list[Tracker]:
         """Every backend inside, nested composites expanded, each once, in order."""
         members = tuple(self.trackers)
-        if getattr(self, "_members", None) != members:  # asked at every call: worked out once per membership
-            found: dict[int, Tracker] = {}
-            for tracker in members:
-                for backend in tracker.backends():
-                    found.setdefault(id(backend), backend)
-            self._members, self._backends = members, list(found.values())
-        return self._backends
+        if getattr(self, "_members", None) == members:
+            return self._backends  # asked at every call: worked out once per membership
+        found: dict[int, Tracker] = {}
+        for tracker in members:
+            for backend in tracker.backends():
+                found.setdefault(id(backend), backend)
+        backends = list(found.values())
+        if not any(isinstance(tracker, CompositeTracker) for tracker in members):  # a nested one may change
+            self._members, self._backends = members, backends
+        return backends
 
     # A call to a composite is split into one call per backend by the pipeline, which calls the
     # backends themselves: these run only if a backend's own thread calls the composite directly.
