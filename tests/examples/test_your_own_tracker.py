@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 
 import pytest
 import yaml
@@ -103,18 +104,30 @@ def test_every_report_is_in_the_jsonl_file_as_the_local_store_has_it(executed):
     assert all(r["type"] == "log" or "step" not in r for r in records)
 
 
-def test_the_tracker_is_called_on_its_own_thread_with_host_values(executed, outputs):
+def test_the_tracker_is_called_in_order_on_its_own_thread_with_flat_host_values_and_int_steps(executed, outputs):
     cwd, _ = executed
     text = printed(outputs)
-    assert "[jaxtrack-jsonl] log({'train': {'loss': array(0.25, dtype=float32)}, 'lr': 0.001}, step=10)" in text
-    assert "[jaxtrack-jsonl] log({'note': 'no step given'}, step=None)" in text
+    # Flat keys, the JAX scalar a Python float, the None value left out; every step an int, resolved by jaxtrack.
+    assert "[jaxtrack-jsonl] log({'train/loss': 0.25, 'lr': 0.001}, step=10)" in text
+    assert "[jaxtrack-jsonl] log({'note': 'no step given'}, step=11)" in text
+    # A call made on the tracker itself takes the same front door: queued behind jt.log's, on the same thread.
+    assert "[jaxtrack-jsonl] log({'note': 'called directly'}, step=12)" in text
+    assert set(re.findall(r"^\[([^\]]+)\] log\(", text, re.MULTILINE)) == {"jaxtrack-jsonl"}
+    # tracker.flush() returned once all four calls were written.
+    assert "[MainThread] after flush: 4 records in metrics.jsonl" in text
     demo = read_jsonl(cwd / "runs" / "jsonl-demo" / "demo" / "metrics.jsonl")
     assert [(r["type"], r.get("step"), r["values"] if "values" in r else r["status"]) for r in demo] == [
         ("log", 10, {"train/loss": 0.25, "lr": 0.001}),
         ("log", 11, {"note": "no step given"}),
+        ("log", 12, {"note": "called directly"}),
         ("summary", None, {"best_loss": 0.25}),
         ("finish", None, "finished"),
     ]
+    # Once `with tracker:` has finished the run, the front door refuses calls.
+    assert (
+        "FinishedTrackerError: ShowCalls(name='jsonl') is finished: log was not recorded; "
+        "start a new tracker (or resume the run by its id) to log more" in text
+    )
 
 
 def test_validate_refuses_an_image_at_the_call_before_anything_is_queued(executed, outputs):
@@ -142,13 +155,14 @@ def test_a_failing_tracker_is_reported_once_counted_and_the_other_backend_gets_e
     cwd, _ = executed
     errors, text = printed(outputs, "stderr"), printed(outputs)
     # Once per tracker instance (the lenient run, then the strict one), not once per failed call.
-    assert errors.count("jaxtrack: tracker 'jsonl-disk-full' failed in log; training goes on") == 2
+    assert errors.count("jaxtrack: tracker 'jsonl-disk-full' failed in log at step 0; training goes on") == 2
     assert "not everything logged reached every backend: jsonl-disk-full.log failed x5" in errors
     assert "the local store still got steps [0, 1, 2, 3, 4]" in text
     with RunStore(cwd / "runs" / "jaxtrack.db") as store:
         (other,) = [run for run in store.runs() if run.project is None]
         assert [row["step"] for row in store.history(other.id)] == [0, 1, 2, 3, 4]
-    assert "BackendError: tracker 'jsonl-disk-full' failed in log (strict mode): OSError: [Errno 28]" in text
+    assert "BackendError: tracker 'jsonl-disk-full' failed in log at step 0 (strict mode): OSError: [Errno 28]" in text
+    assert "backend='jsonl-disk-full', method='log', step=0, cause=OSError(28, 'No space left on device')" in text
     # The only warnings are the two that report the lost calls.
     warnings = [text for _, kind, text in outputs if kind == "stderr" and "Warning" in text]
     assert len(warnings) == 2 and all("jsonl-disk-full.log failed" in text for text in warnings)
