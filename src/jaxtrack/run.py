@@ -24,7 +24,17 @@ How the process's end ends runs:
   from it.
 
 ``FINISH_TIMEOUT_SECS`` (60) and ``SIGTERM_FINISH_TIMEOUT_SECS`` (20) are read
-when a run ends, so a program may change them.
+when a run ends, so a program may change them. ``RUN_END_STATUSES`` are the
+ways a run can end: ``"finished"``, ``"failed"`` and ``"killed"``.
+
+Examples:
+    >>> import jaxtrack as jt
+    >>> tracker = jt.NoopTracker()
+    >>> with tracker:  # current for the block; leaving it ends the run
+    ...     jt.current_tracker() is tracker
+    True
+    >>> is_ended(tracker)
+    True
 """
 
 from __future__ import annotations
@@ -79,15 +89,35 @@ def check_run_end_status(status: str) -> str:
 def current() -> Any:
     """The current tracker, or ``None`` when none is set.
 
+    ``jaxtrack.current_tracker()`` is the user-facing form, which warns and
+    gives a ``NoopTracker`` instead of ``None``.
+
     Examples:
-        >>> current() is None or current() is not None
+        >>> from jaxtrack.trackers import NoopTracker
+        >>> tracker = NoopTracker()
+        >>> previous = set_current(tracker)
+        >>> current() is tracker
         True
+        >>> restore(tracker, previous); end(tracker)
     """
     return _current
 
 
 def set_current(tracker: Any) -> Any:
-    """Makes ``tracker`` current; returns the tracker that was (to restore later), possibly ``None``."""
+    """Makes ``tracker`` current; returns the tracker that was (to restore later), possibly ``None``.
+
+    The tracker is also [registered][jaxtrack.run.register], so the end of the
+    process ends its run. ``jaxtrack.current_tracker(t)`` and ``with t:`` call it.
+
+    Examples:
+        >>> from jaxtrack.trackers import NoopTracker
+        >>> tracker = NoopTracker()
+        >>> previous = set_current(tracker)
+        >>> current() is tracker
+        True
+        >>> restore(tracker, previous)
+        >>> end(tracker)
+    """
     global _current
     with _lock:
         previous, _current = _current, tracker
@@ -96,7 +126,20 @@ def set_current(tracker: Any) -> Any:
 
 
 def restore(tracker: Any, previous: Any) -> None:
-    """Makes ``previous`` current again if ``tracker`` still is (leaving a scope that set it)."""
+    """Makes ``previous`` current again if ``tracker`` still is (leaving a scope that set it).
+
+    If another tracker was made current meanwhile, it stays current.
+
+    Examples:
+        >>> from jaxtrack.trackers import NoopTracker
+        >>> outer, inner = NoopTracker(), NoopTracker()
+        >>> before = set_current(outer)
+        >>> previous = set_current(inner)
+        >>> restore(inner, previous)
+        >>> current() is outer
+        True
+        >>> restore(outer, before); end(inner); end(outer)
+    """
     global _current
     with _lock:
         if _current is tracker:
@@ -104,14 +147,35 @@ def restore(tracker: Any, previous: Any) -> None:
 
 
 def register(tracker: Any) -> None:
-    """Remembers ``tracker`` as unfinished (it is ended when the process ends) and installs the exit hooks."""
-    if id(tracker) not in _unfinished and not is_ended(tracker):
-        _unfinished[id(tracker)] = tracker
+    """Remembers ``tracker`` as unfinished (it is ended when the process ends) and installs the exit hooks.
+
+    A tracker's first call registers it; registering twice, or after its run
+    ended, does nothing.
+
+    Examples:
+        >>> from jaxtrack.trackers import NoopTracker
+        >>> tracker = NoopTracker()
+        >>> register(tracker)  # from now on, the process's end ends its run
+        >>> end(tracker)
+    """
+    if id(tracker) not in _unfinished and not is_ended(tracker):  # the common case: known, without the lock
+        with _lock:
+            _unfinished[id(tracker)] = tracker
         install_exit_hooks()
 
 
 def is_ended(tracker: Any) -> bool:
-    """Whether ``tracker``'s run has ended (``finish``, the end of a ``with`` block, ...)."""
+    """Whether ``tracker``'s run has ended (``finish``, the end of a ``with`` block, ...).
+
+    Examples:
+        >>> from jaxtrack.trackers import NoopTracker
+        >>> tracker = NoopTracker()
+        >>> is_ended(tracker)
+        False
+        >>> tracker.finish()
+        >>> is_ended(tracker)
+        True
+    """
     return getattr(tracker, _ENDED, False)
 
 
@@ -134,6 +198,15 @@ def end(
     ``tracker`` is current it is unset, or ``previous`` is made current (the
     end of a scope). Ending a run twice is harmless. In strict mode, a backend
     failure not raised yet is raised here, after the run has ended.
+
+    Examples:
+        >>> from jaxtrack.trackers import NoopTracker
+        >>> tracker = NoopTracker()
+        >>> tracker.log({"loss": 0.5}, step=0)
+        >>> end(tracker, status="killed")  # the log is written first
+        >>> is_ended(tracker)
+        True
+        >>> end(tracker)  # ending twice is harmless
     """
     global _current
     check_run_end_status(status)
@@ -184,6 +257,10 @@ def wait_for_host_callbacks(deadline: float | None) -> None:
     the computations this thread dispatched (JAX keeps them per thread) are
     waited for on a helper thread, so a device that hangs cannot keep a run
     from ending.
+
+    Examples:
+        >>> import time
+        >>> wait_for_host_callbacks(time.monotonic() + 10)  # nothing running: returns at once
     """
     if "jax" not in sys.modules:
         return
@@ -213,7 +290,11 @@ def end_all(*, status: str, timeout: float | None = None) -> None:
     """Ends every unfinished tracker (at exit, on SIGTERM), waiting at most ``timeout`` seconds in all.
 
     A backend that hangs costs at most ``timeout`` once: the trackers after
-    it are given what is left of it, at least a second each.
+    it are given what is left of it, at least a second each. Called by the
+    exit hooks; a program rarely needs it.
+
+    Examples:
+        >>> end_all(status="killed", timeout=SIGTERM_FINISH_TIMEOUT_SECS)  # doctest: +SKIP
     """
     global _current
     timeout = FINISH_TIMEOUT_SECS if timeout is None else timeout
@@ -234,12 +315,42 @@ def end_all(*, status: str, timeout: float | None = None) -> None:
 
 
 def set_strict(tracker: Any) -> None:
-    """From now on, a failure of any backend of ``tracker`` is raised on the caller's thread (``BackendError``)."""
+    """From now on, a failure of any backend of ``tracker`` is raised on the caller's thread (``BackendError``).
+
+    What ``jaxtrack.init_tracker(..., strict=True)`` turns on. The failure is
+    raised by the next call into jaxtrack after it happened (see
+    [`raise_if_strict`][jaxtrack.run.raise_if_strict]), or when the run ends.
+
+    Examples:
+        >>> import warnings, jaxtrack as jt
+        >>> class Broken(jt.NoopTracker):
+        ...     name = "broken"
+        ...     def log(self, metrics, *, step=None, commit=None):
+        ...         raise OSError("disk full")
+        >>> tracker = Broken()
+        >>> set_strict(tracker)
+        >>> tracker.log({"loss": 1.0}, step=4)  # fails later, on the backend's thread
+        >>> try:
+        ...     tracker.flush()
+        ... except jt.BackendError as error:
+        ...     print(error)
+        tracker 'broken' failed in log at step 4 (strict mode): OSError: disk full
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", jt.DataLossWarning)  # "broken.log failed x1"
+        ...     end(tracker)
+    """
     pipeline.dispatcher().health.watch_strict(tracker.backends())
 
 
 def raise_if_strict() -> None:
-    """Raises the oldest strict-mode backend failure not raised yet, naming its backend, method and step."""
+    """Raises the oldest strict-mode backend failure not raised yet, naming its backend, method and step.
+
+    Every door calls it after submitting, so a failure surfaces on the
+    training thread at the next call into jaxtrack.
+
+    Examples:
+        >>> raise_if_strict()  # no strict-mode failure pending: nothing happens
+    """
     failure = pipeline.dispatcher().health.pop_strict()
     if failure is not None:
         raise BackendError(failure.backend, failure.method, failure.step, failure.error) from failure.error
@@ -253,7 +364,14 @@ _previous_excepthook: Callable[[type[BaseException], BaseException, TracebackTyp
 
 
 def install_exit_hooks() -> None:
-    """Installs the uncaught-exception hook and, where possible, the SIGTERM handler (once each)."""
+    """Installs the uncaught-exception hook and, where possible, the SIGTERM handler (once each).
+
+    [`register`][jaxtrack.run.register] calls it, so the first tracker used
+    installs them; the hook calls the ``sys.excepthook`` that was there before.
+
+    Examples:
+        >>> install_exit_hooks()  # a second call changes nothing
+    """
     global _previous_excepthook
     with _hooks_lock:
         if _previous_excepthook is None:
