@@ -8,7 +8,7 @@
 # - record the run in the default tracker, the local run store `runs/jaxtrack.db` (no account, no server),
 #   with its hyperparameters and a summary;
 # - resume from the latest checkpoint and train longer, in the same run;
-# - read the run back with `jaxtrack.RunStore`, plot it, and look at it with the `jaxtrack` command line.
+# - read the run back with `jaxtrack.store.RunStore`, plot it, and look at it with the `jaxtrack` command line.
 #
 # **Run it.** From a clone of the repository: `pip install -e '.[all,examples]'`, then open this notebook in Jupyter,
 # or run its plain-script twin `python examples/01_quickstart.py` (that is what `make demo` does, in a fresh `.venv`).
@@ -17,7 +17,8 @@
 # %% [markdown]
 # ## Imports
 #
-# `import jaxtrack as jt` is the whole API; the callbacks live in `jaxtrack.callbacks`.
+# `import jaxtrack as jt` is the whole API; the callbacks live in `jaxtrack.callbacks`, and `RunStore`, which reads
+# the local run store back, in `jaxtrack.store`.
 # Only what you use of the optional parts gets imported (Orbax for checkpoints, tqdm for the progress bar).
 
 # %%
@@ -36,6 +37,7 @@ from sklearn.model_selection import train_test_split
 
 import jaxtrack as jt
 from jaxtrack.callbacks import Checkpoint, Evaluate, ReportMetrics, ReportProgress, TerminateOnNaN
+from jaxtrack.store import RunStore
 
 # %% [markdown]
 # ## The data
@@ -248,13 +250,13 @@ print(f"final test accuracy {float(final['accuracy']):.3f}")
 # %% [markdown]
 # ## Read the run back
 #
-# The store is a plain SQLite file, and `jaxtrack.RunStore` reads it: the runs, each one's config, summary and
+# The store is a plain SQLite file, and `RunStore` reads it: the runs, each one's config, summary and
 # status, and its metrics by step. `"latest"` names the most recent run (an id, a unique prefix of one, or a
 # run's name work too).
 
 # %%
 curve_keys = ["train/loss", "eval/loss", "train/accuracy", "eval/accuracy"]
-with jt.RunStore() as store:  # runs/jaxtrack.db, as the tracker wrote it
+with RunStore() as store:  # runs/jaxtrack.db, as the tracker wrote it
     all_runs = store.runs()
     run = store.run("latest")
     history = store.history(run.id, keys=curve_keys)

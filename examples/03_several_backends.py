@@ -39,6 +39,7 @@ from tensorboard.util import tensor_util
 
 import jaxtrack as jt
 from jaxtrack.callbacks import ReportMetrics
+from jaxtrack.store import RunStore
 
 # %% [markdown]
 # ## The trackers, from the seed's YAML
@@ -115,8 +116,11 @@ jt.log_configuration(config)
 
 # %% [markdown]
 # What W&B received, read from the live run's config: the key is there, its value is not.
+# A `jt.log_*` call returns before the backends have written it (each writes on a thread of
+# its own), so `jt.flush()` first waits until they have.
 
 # %%
+jt.flush()
 for key, value in dict(wandb_run.config).items():
     print(f"{key:>14}: {value}")
 
@@ -242,11 +246,11 @@ print(f"samples: {len(samples) - 2} PNG images of {samples[0].decode()}x{samples
 # %% [markdown]
 # ### The local run store
 #
-# `RunStore` reads the SQLite file: the run's status, its configuration (with the
+# `RunStore` (from `jaxtrack.store`) reads the SQLite file: the run's status, its configuration (with the
 # credential redacted), the summary, and the history as rows, one per step.
 
 # %%
-with jt.RunStore("runs/jaxtrack.db") as store:
+with RunStore("runs/jaxtrack.db") as store:
     run = store.run(run_id)
     history = store.history(run_id, keys=["train/loss", "train/accuracy", "eval/accuracy"])
     weights = store.history(run_id, keys=["weights/hidden"])[0]["weights/hidden"]  # a jt.Histogram
