@@ -6,6 +6,8 @@ types, the training loop, and every error. Concrete backends live in
 ``jaxtrack.trackers`` (``from jaxtrack.trackers import LocalTracker``);
 ``jaxtrack.LocalTracker`` and the other backends and configs, and
 ``jaxtrack.RunStore`` (``jaxtrack.store``), also resolve here, on first use.
+``jaxtrack.__version__`` is the package's version (a dunder, so not in
+``__all__``).
 
 Examples:
     >>> import jaxtrack as jt
@@ -16,7 +18,7 @@ Examples:
 from typing import Any
 
 from jaxtrack import callbacks
-from jaxtrack._version import __version__
+from jaxtrack._version import __version__ as __version__  # the package version; a dunder, so not in __all__
 from jaxtrack.api import (
     current_tracker,
     finish,
@@ -95,7 +97,6 @@ __all__ = [
     "TrackerConfig",
     "TrackerConfigError",
     "TrackerError",
-    "__version__",
     "as_metric_writer",
     "callbacks",
     "capture",
