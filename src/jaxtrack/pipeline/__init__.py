@@ -9,8 +9,19 @@ door (jaxtrack.log, tracker.log, a CLU writer, an in-graph report, ...)
 ```
 
 There is one [`Dispatcher`][jaxtrack.pipeline.dispatcher.Dispatcher] per
-process ([`dispatcher`][jaxtrack.pipeline.dispatcher]);
-[`configure`][jaxtrack.pipeline.configure] sets its bounds before first use.
+process, made on first use and returned by ``pipeline.dispatcher()``.
+[`configure`][jaxtrack.pipeline.configure] sets its bounds before then:
+``DEFAULT_MAX_QUEUED_CALLS`` (1,024) calls and ``DEFAULT_MAX_QUEUED_BYTES``
+(256 MiB) of large values may wait in its queue before a caller waits for
+room, and its thread lingers up to ``DEFAULT_LINGER_SECS`` (0.5 s) to fetch
+and write reports in batches. Each backend's own bounds are attributes of the
+tracker (``jaxtrack.pipeline.lanes``).
+
+The function ``dispatcher()`` shares its name with the submodule
+``jaxtrack.pipeline.dispatcher``, and as an attribute of this package the
+function wins: ``import jaxtrack.pipeline.dispatcher as m`` gives the
+function. Import the module's names directly
+(``from jaxtrack.pipeline.dispatcher import Dispatcher``).
 
 Examples:
     >>> import jaxtrack as jt
@@ -95,8 +106,17 @@ def configure(
 def submit(target: object, call: Call, *, wait: bool = False, timeout: float | None = None, room: bool = True) -> bool:
     """Queues ``call`` for every backend of ``target`` (see [`Dispatcher.submit`][jaxtrack.pipeline.dispatcher.Dispatcher.submit]).
 
-    With ``wait``, returns once every backend made it; ``False`` if
-    ``timeout`` seconds ran out first.
+    This is what every door ends in, after checking the values on the
+    caller's thread. With ``wait``, returns once every backend made it;
+    ``False`` if ``timeout`` seconds ran out first. ``room=False`` queues
+    without waiting for room (exit paths, host callbacks the device waits on).
+    Nothing is checked here: call a tracker's methods (its front door) instead,
+    unless you are writing a door.
+
+    Examples:
+        >>> from jaxtrack.trackers import NoopTracker
+        >>> submit(NoopTracker(), Call("log", {"loss": 0.5}, step=0), wait=True, timeout=10)
+        True
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     return dispatcher().submit(target, call, wait=wait, deadline=deadline, room=room)
@@ -134,7 +154,6 @@ __all__ = [
     "ReportedValues",
     "StepCounter",
     "configure",
-    "dispatcher",
     "flush",
     "on_delivery_thread",
     "reported",

@@ -20,7 +20,19 @@ DROPPABLE = frozenset({"log"})
 
 
 class Backend(Protocol):
-    """What the pipeline needs of a tracker; ``jaxtrack.Tracker`` provides it (the pipeline sits below it)."""
+    """What the pipeline needs of a tracker; ``jaxtrack.Tracker`` provides it (the pipeline sits below it).
+
+    The delivery options (``when_full``, ``max_pending``,
+    ``max_pending_bytes``, ``block_timeout``) bound the backend's lane,
+    ``histogram_bins`` says how its array values arrive (``None``: as NumPy
+    arrays), and ``resumed_step`` is where ``step=None`` continues.
+
+    Examples:
+        >>> from jaxtrack.trackers import NoopTracker
+        >>> tracker = NoopTracker()
+        >>> tracker.when_full, tracker.max_pending, tracker.histogram_bins, tracker.backends() == [tracker]
+        ('block', 10000, 64, True)
+    """
 
     name: str
     when_full: str
@@ -81,6 +93,7 @@ class Countdown:
             self._set()
 
     def done(self) -> None:
+        """Counts one delivery as made (or dropped); the last one sets the event."""
         with self._lock:
             self._left -= 1
             last = self._left == 0
@@ -95,7 +108,18 @@ class Countdown:
 
 @dataclasses.dataclass(eq=False, slots=True)
 class Delivery:
-    """One backend method call waiting in that backend's lane: already fetched and normalised."""
+    """One backend method call waiting in that backend's lane: already fetched and normalised.
+
+    ``args`` and ``kwargs`` are what the backend's method is called with (a
+    ``log``'s flat values and its resolved ``step``); ``nbytes`` counts against
+    the lane's ``max_pending_bytes``; ``countdown`` tells a waiting caller.
+
+    Examples:
+        >>> delivery = Delivery("log", ({"loss": 0.5},), {"step": 3, "commit": None}, step=3, nbytes=16)
+        >>> delivery.method, delivery.step
+        ('log', 3)
+        >>> delivery.done()  # nobody waits for it: no countdown
+    """
 
     method: str
     args: tuple[Any, ...]
@@ -105,6 +129,7 @@ class Delivery:
     countdown: Countdown | None = None
 
     def done(self) -> None:
+        """Tells whoever waits for this delivery (``flush``, ``log_artifact``) that it was made or dropped."""
         if self.countdown is not None:
             self.countdown.done()
 

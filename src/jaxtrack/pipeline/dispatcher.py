@@ -14,13 +14,17 @@ hands each backend its delivery through the backend's own lane
 later is never recorded before, or instead of, one logged earlier, whichever
 door each came through.
 
-The queue holds at most ``max_calls`` calls and ``max_bytes`` bytes of large
-values; past that the caller waits for the dispatcher (which itself waits
-only for the device). Before delivering, the thread lingers (up to
-``linger_secs``, or until 64 calls wait) so that reports are fetched and
-written in batches instead of waking it, and taking a core and the
-interpreter lock from training, for each one; a waiting caller cuts the
-linger short.
+The queue holds at most ``max_calls`` calls (``DEFAULT_MAX_QUEUED_CALLS``,
+1,024) and ``max_bytes`` bytes of large values (``DEFAULT_MAX_QUEUED_BYTES``,
+256 MiB; a call is large from ``LARGE_CALL_BYTES``, 64 KiB, smaller ones count
+only as calls); past that the caller waits for the dispatcher (which itself
+waits only for the device). Before delivering, the thread lingers (up to
+``linger_secs``, ``DEFAULT_LINGER_SECS`` = 0.5 s, or until 64 calls wait) so
+that reports are fetched and written in batches instead of waking it, and
+taking a core and the interpreter lock from training, for each one; a waiting
+caller cuts the linger short. Once the queue has been empty for
+``IDLE_FLUSH_SECS`` (2 s), every backend written to since is flushed, so
+buffered writes reach the disk while training pauses.
 """
 
 from __future__ import annotations

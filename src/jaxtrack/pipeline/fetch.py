@@ -107,7 +107,13 @@ def fetch(payloads: list[Any]) -> list[Any]:
     A payload whose arrays cannot be fetched (a deleted buffer, a device
     error) is fetched value by value, and a value that still fails becomes
     [`Unfetched`][jaxtrack.pipeline.fetch.Unfetched], so the other values of the
-    call are kept.
+    call are kept. It waits for the device: only the dispatcher's thread calls it.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> [payload] = fetch([{"b": jnp.float32(0.5), "a": 1}])
+        >>> payload  # keys in the order logged, arrays on the host
+        {'b': array(0.5, dtype=float32), 'a': 1}
     """
     try:
         leaves = jax.tree_util.tree_leaves(payloads)
@@ -122,7 +128,15 @@ def fetch(payloads: list[Any]) -> list[Any]:
 
 
 class Unfetched:
-    """A value whose arrays could not be copied to the host: ``error`` says why; it is left out of the report."""
+    """A value whose arrays could not be copied to the host: ``error`` says why; it is left out of the report.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> gone = jnp.ones(3)
+        >>> gone.delete()  # as a donated buffer would be
+        >>> fetch([{"gone": gone, "loss": 0.5}])
+        [{'gone': Unfetched(RuntimeError: Array has been deleted...), 'loss': 0.5}]
+    """
 
     def __init__(self, error: BaseException) -> None:
         self.error = error

@@ -9,6 +9,12 @@ call to a backend after it finished is counted too. When a run ends,
 [`Health.take`][jaxtrack.pipeline.health.Health.take] gives each of its
 backends' counts for the warning that says what was lost.
 
+``DROP_REASONS`` maps each reason a backend can lose a call for to the words
+the warning uses: ``"behind"`` (dropped by ``drop_oldest``), ``"hung"``
+(dropped while a ``block`` backend hung), ``"finished"`` (made after the
+backend finished) and ``"unreadable"`` (a value that could not be fetched or
+normalised, left out of its report).
+
 In strict mode each failure of a watched backend is also queued, oldest
 first, to be raised on the training thread as ``jaxtrack.BackendError``.
 """
@@ -50,6 +56,7 @@ class BackendHealth:
         return bool(self.failures or self.dropped)
 
     def describe(self) -> str:
+        """The counts in words, as the ``DataLossWarning`` at the end of a run names them (``""`` if none)."""
         parts = [f"{self.name}.{method} failed x{count}" for method, count in self.failures.items()]
         parts += [f"{self.name}: {count} {DROP_REASONS[reason]}" for reason, count in self.dropped.items()]
         return "; ".join(parts)
@@ -57,7 +64,21 @@ class BackendHealth:
 
 @dataclasses.dataclass(frozen=True)
 class Failure:
-    """A failed call of a backend in strict mode: raised as ``jaxtrack.BackendError``."""
+    """A failed call of a backend in strict mode: raised as ``jaxtrack.BackendError``.
+
+    ``backend_id`` is the ``id()`` of the backend instance, so failures of two
+    backends with one name stay apart.
+
+    Examples:
+        >>> class Backend:
+        ...     name = "demo"
+        >>> health, backend = Health(), Backend()
+        >>> health.watch_strict([backend])
+        >>> health.record_failure(backend, "log", 3, OSError("disk full"))  # logged once, on stderr
+        >>> failure = health.pop_strict()
+        >>> failure.backend, failure.method, failure.step, failure.error
+        ('demo', 'log', 3, OSError('disk full'))
+    """
 
     backend: str
     method: str

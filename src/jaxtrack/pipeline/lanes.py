@@ -20,6 +20,14 @@ Summaries, hyperparameters, artifacts, flushes and ``finish`` are never
 dropped. A backend that raises (any exception, ``SystemExit`` included) is
 counted and its lane goes on; a lane whose thread died is restarted by the
 next delivery.
+
+The defaults, which ``jaxtrack.Tracker`` takes as its class attributes:
+``DEFAULT_MAX_PENDING`` (10,000 calls) and ``DEFAULT_MAX_PENDING_BYTES``
+(256 MiB of values) bound a lane, and ``DEFAULT_BLOCK_TIMEOUT_SECS`` (60 s)
+is how long a full ``block`` backend may take nothing before it is declared
+hung. ``WHEN_FULL_POLICIES`` are the valid ``when_full`` values, ``"block"``
+and ``"drop_oldest"``; [`check_delivery_options`][jaxtrack.pipeline.lanes.check_delivery_options]
+refuses anything else when the lane is made (or at ``jaxtrack.current_tracker(t)``).
 """
 
 from __future__ import annotations
@@ -46,17 +54,48 @@ _delivering = threading.local()
 
 
 def on_delivery_thread() -> bool:
-    """Whether this thread is jaxtrack's own (a lane calling a backend, or the dispatcher)."""
+    """Whether this thread is jaxtrack's own (a lane calling a backend, or the dispatcher).
+
+    A flush called there returns at once: a lane cannot wait for itself.
+
+    Examples:
+        >>> on_delivery_thread()  # the caller's thread
+        False
+    """
     return getattr(_delivering, "active", False)
 
 
 def serving() -> Any:
-    """The backend whose lane this thread is (``None`` elsewhere): its own calls to itself are made at once."""
+    """The backend whose lane this thread is (``None`` elsewhere): its own calls to itself are made at once.
+
+    The front door asks it, so a backend's method calling another of its
+    methods (``log_summary`` calling ``log``, an override calling ``super()``)
+    is a plain call, not a new delivery queued behind the current one.
+
+    Examples:
+        >>> serving() is None  # not a lane's thread
+        True
+    """
     return getattr(_delivering, "backend", None)
 
 
 def mark_delivery_thread(backend: Any = None) -> None:
-    """Marks the calling thread as one of jaxtrack's own, the lane of ``backend`` if given."""
+    """Marks the calling thread as one of jaxtrack's own, the lane of ``backend`` if given.
+
+    Called first thing by the dispatcher's and each lane's thread; the mark
+    lasts as long as the thread.
+
+    Examples:
+        >>> import threading
+        >>> seen = []
+        >>> def lane_thread():
+        ...     mark_delivery_thread("backend")
+        ...     seen.append((on_delivery_thread(), serving()))
+        >>> thread = threading.Thread(target=lane_thread)
+        >>> thread.start(); thread.join()
+        >>> seen, on_delivery_thread(), serving()  # the mark is the thread's own
+        ([(True, 'backend')], False, None)
+    """
     _delivering.active = True
     _delivering.backend = backend
 

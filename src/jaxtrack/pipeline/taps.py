@@ -19,7 +19,20 @@ from jaxtrack.values.normalize import NormalizedValues
 
 @dataclasses.dataclass(frozen=True)
 class NonFinite:
-    """An array value with ``count`` NaN or infinite elements (as ``ReportedValues`` records it)."""
+    """An array value with ``count`` NaN or infinite elements (as ``ReportedValues`` records it).
+
+    Guards read it instead of the array: the array itself stays with the
+    backends, and its histogram leaves the non-finite elements out.
+
+    Examples:
+        >>> import numpy as np
+        >>> from jaxtrack.values import NormalizedValues
+        >>> reported = ReportedValues()
+        >>> reader = reported.reader()
+        >>> reported.update(NormalizedValues({"w": np.array([1.0, np.nan, np.inf])}), step=2)
+        >>> reader.read()
+        [('w', 2, NonFinite(count=2))]
+    """
 
     count: int
 
@@ -44,6 +57,12 @@ class ReportedValues:
         self.version = 0
 
     def update(self, values: NormalizedValues, step: int | None) -> None:
+        """Appends the numbers of one ``log`` call at ``step`` (and a ``NonFinite`` per array with NaN/Inf).
+
+        Text, histograms, images and finite arrays are not recorded: guards
+        and progress bars read numbers only. The dispatcher calls it as it
+        hands the values to the backends.
+        """
         entries: list[tuple[str, Any]] = [
             (key, value) for key, value in values.scalars().items() if type(value) in (float, int, bool)
         ]
@@ -78,7 +97,20 @@ class ReportedValues:
 
 
 class ReportedValuesReader:
-    """Reads a ``ReportedValues`` log from where it was made, each value once."""
+    """Reads a ``ReportedValues`` log from where it was made, each value once.
+
+    Values reported before the reader was made are not its business; made by
+    [`ReportedValues.reader`][jaxtrack.pipeline.taps.ReportedValues.reader].
+
+    Examples:
+        >>> from jaxtrack.values import NormalizedValues
+        >>> reported = ReportedValues()
+        >>> reported.update(NormalizedValues({"loss": 1.0}), step=0)
+        >>> reader = reported.reader()  # starts after step 0's value
+        >>> reported.update(NormalizedValues({"loss": 0.5}), step=1)
+        >>> reader.read(), reader.read()
+        ([('loss', 1, 0.5)], [])
+    """
 
     def __init__(self, values: ReportedValues) -> None:
         self._values = values
