@@ -312,7 +312,7 @@ def init_tracker(spec: Any = None, *, run_id: str | None = None, strict: bool = 
     With no ``spec``, the default: a ``LocalTracker`` writing to the local run
     store (``runs/jaxtrack.db``, or ``$JAXTRACK_STORE``), which ``jaxtrack
     runs`` / ``jaxtrack show`` read. Otherwise ``spec`` is anything
-    [`TrackerConfig.parse`][jaxtrack.TrackerConfig.parse] reads (a config, a dict
+    [`TrackerConfig.parse`][jaxtrack.trackers.config.TrackerConfig.parse] reads (a config, a dict
     with ``type:``, YAML text) or a list of those, which gives a
     [`CompositeTracker`][jaxtrack.CompositeTracker]; a [`Tracker`][jaxtrack.Tracker] is used as
     is, alone or in the list (``[WandbTracker(wandb.init()), {"type": "local"}]``).

@@ -5,7 +5,9 @@ A backend subclasses [`Tracker`][jaxtrack.trackers.Tracker] and implements
 ``finish`` (``flush``, ``set_status`` and ``validate`` are optional). Those
 implementations run on the backend's own thread, in the order the calls were
 made, with values already fetched and normalised (a flat mapping of Python
-numbers, text, [`Histogram`][jaxtrack.Histogram] and [`Image`][jaxtrack.Image]).
+numbers, text, [`Histogram`][jaxtrack.Histogram] and [`Image`][jaxtrack.Image];
+arrays as histograms of ``histogram_bins`` buckets, or as NumPy arrays when
+it is ``None``) and an ``int`` step.
 
 Whoever calls them — ``jaxtrack.log``, user code holding the tracker, a
 composite, a CLU writer, a callback — calls the *front door* that ``Tracker``
@@ -47,8 +49,8 @@ class Tracker(abc.ABC):
     ``metrics`` as a flat mapping (``"train/loss"`` keys) of Python numbers,
     bools, text, [`Histogram`][jaxtrack.Histogram] (arrays arrive as histograms of
     ``histogram_bins`` buckets, or as NumPy arrays if it is ``None``) and [`Image`][jaxtrack.Image] (``uint8``
-    ``NHWC`` pixels), and an ``int`` step; it runs on the tracker's own thread,
-    in the order calls were made.
+    pixels in the layout logged; ``to_uint8()`` gives ``NHWC``), and an ``int`` step; it runs on the
+    tracker's own thread, in the order calls were made, never on the training thread.
 
     Calling a tracker's methods (``tracker.log(...)``) goes through the same
     front door as ``jaxtrack.log``: checked at the call, then queued behind
@@ -148,7 +150,7 @@ class Tracker(abc.ABC):
         """
 
     def set_status(self, status: str) -> None:  # noqa: B027 - optional, for backends that record how a run ended
-        """Says how the run ends, before [`finish`][jaxtrack.trackers.Tracker.finish]: ``"finished"`` (the default), ``"failed"`` or ``"killed"``.
+        """Says how the run ends, before [`finish`][jaxtrack.trackers.base.Tracker.finish]: ``"finished"`` (the default), ``"failed"`` or ``"killed"``.
 
         A no-op unless the backend records it (the local store's run status,
         W&B's exit code). [`jaxtrack.finish`][jaxtrack.finish] passes its ``status=`` here.

@@ -5,12 +5,21 @@ scalars and arrays, rectangular lists of numbers, strings,
 [`Histogram`][jaxtrack.values.Histogram], [`Image`][jaxtrack.values.Image], and nested dicts of
 those (flattened to ``"a/b"`` keys). An array with one or more dimensions is
 logged as a histogram of its elements (``DEFAULT_NUM_BINS`` buckets, 64,
-unless the backend says otherwise); a 0-d array is a scalar.
+unless the backend's ``histogram_bins`` says otherwise; ``None`` hands it the
+NumPy array); a 0-d array is a scalar.
+
+Backends never see the values as logged: jaxtrack fetches them to the host
+and normalises each report once, so a backend's ``log`` receives a flat
+mapping of ``HostValue`` (a Python number or bool, text, a ``Histogram`` or an
+``Image`` with ``uint8`` pixels). ``HOST_SCALAR_TYPES`` are the exact types
+(Python and NumPy numbers and bools) taken as host scalars without further
+checks: the fast path that keeps a report of plain numbers cheap.
 
 - ``types``: [`Histogram`][jaxtrack.values.Histogram] and [`Image`][jaxtrack.values.Image];
 - ``checks``: [`check_values`][jaxtrack.values.check_values], what the caller's thread refuses;
 - ``convert``: [`flatten`][jaxtrack.values.flatten], [`to_host`][jaxtrack.values.to_host], [`to_plain`][jaxtrack.values.to_plain];
-- ``normalize``: [`NormalizedValues`][jaxtrack.values.NormalizedValues], what a backend's ``log`` receives.
+- ``normalize``: [`NormalizedValues`][jaxtrack.values.NormalizedValues], what a backend's ``log`` receives;
+- ``text``: [`check_text`][jaxtrack.values.check_text], text every backend can write.
 
 Examples:
     >>> from jaxtrack.values import NormalizedValues, check_values

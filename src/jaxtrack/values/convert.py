@@ -74,9 +74,9 @@ def _flatten_into(out: dict[str, Any], tree: Mapping[Any, Any], prefix: str, sep
 def to_host(flat: Mapping[str, Any]) -> dict[str, Any]:
     """Copies every JAX array in ``flat`` to host memory in one batched transfer.
 
-    It waits for the device to produce the values, so jaxtrack calls it on its
-    background thread, never on the training thread; a backend receives host
-    values already.
+    It waits for the device to produce the values, so call it off the training
+    thread. The pipeline has its own batched fetch
+    (``jaxtrack.pipeline.fetch``); a backend receives host values already.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -90,7 +90,16 @@ def to_host(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def holds_jax_array(value: Any) -> bool:
-    """Whether ``value`` is a JAX array, or a [`Histogram`][jaxtrack.values.Histogram] or [`Image`][jaxtrack.values.Image] holding one."""
+    """Whether ``value`` is a JAX array, or a [`Histogram`][jaxtrack.values.Histogram] or [`Image`][jaxtrack.values.Image] holding one.
+
+    Looks at types only (no device sync): the pipeline asks it to find the
+    values it must copy on the device and fetch.
+
+    Examples:
+        >>> import jax.numpy as jnp, numpy as np
+        >>> holds_jax_array(jnp.ones(2)), holds_jax_array(Image(jnp.zeros((2, 2)))), holds_jax_array(np.ones(2))
+        (True, True, False)
+    """
     if type(value) in HOST_FLOAT_TYPES or type(value) in HOST_INT_TYPES:
         return False
     if isinstance(value, jax.Array):

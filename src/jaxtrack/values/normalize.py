@@ -4,9 +4,12 @@ jaxtrack normalises each report once, on its background thread, for every
 backend ([`NormalizedValues`][jaxtrack.values.NormalizedValues]): NumPy scalars and 0-d arrays become
 Python numbers, an array with one or more dimensions becomes a histogram of
 its elements (one per bucket count that some backend asks for, through its
-``histogram_bins``), an image becomes ``uint8`` ``NHWC`` pixels, and ``None``
-values are left out. A backend's ``log`` therefore receives a flat mapping of
-``HostValue`` s. [`normalize`][jaxtrack.values.normalize] does the same for one value.
+``histogram_bins``; or the NumPy array itself for a backend whose
+``histogram_bins`` is ``None``), an image gets ``uint8`` pixels in the layout
+it was logged in (``HW``, ``HWC`` or ``NHWC``; ``Image.to_uint8`` gives
+``NHWC``), and ``None`` values are left out. A backend's ``log`` therefore
+receives a flat mapping of ``HostValue`` s. [`normalize`][jaxtrack.values.normalize]
+does the same for one value.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def normalize(key: str, value: Any, *, num_bins: int = DEFAULT_NUM_BINS) -> Host
 
 
 class NormalizedValues:
-    """One report's values normalised once for every backend; [`for_bins`][jaxtrack.values.NormalizedValues.for_bins] gives a backend its view.
+    """One report's values normalised once for every backend; [`for_bins`][jaxtrack.values.normalize.NormalizedValues.for_bins] gives a backend its view.
 
     A value that fails to normalise is left out and kept in ``failed`` as
     ``(key, error)``, so one bad value never costs the others. ``nonfinite``
