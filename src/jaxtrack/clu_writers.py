@@ -86,7 +86,21 @@ def load_metric_writers() -> ModuleType:
 
 
 def warn_once(owner: Any, what: str, message: str, *args: Any) -> None:
-    """Logs ``message`` the first time ``owner`` (an adapter with a ``_warned`` set) hits ``what``."""
+    """Logs ``message`` the first time ``owner`` (an adapter with a ``_warned`` set) hits ``what``.
+
+    The CLU adapters (both directions) warn once per kind of call they skip
+    or cannot store in full, rather than once per step.
+
+    Examples:
+        >>> class Adapter:
+        ...     def __init__(self):
+        ...         self._warned = set()
+        >>> adapter = Adapter()
+        >>> for step in range(3):
+        ...     warn_once(adapter, "audios", "write_audios is skipped (step %d)", step)  # logged for step 0 only
+        >>> adapter._warned
+        {'audios'}
+    """
     warned: set[str] = owner._warned
     if what not in warned:
         warned.add(what)

@@ -52,7 +52,26 @@ class Layout:
 
     Scalar state leaves of one dtype share one vector, so a step with dozens
     of metrics still passes only a few arrays in and out: dispatch cost grows
-    with the number of arrays, not with the number of metrics.
+    with the number of arrays, not with the number of metrics. A
+    [`TrackedFunction`][jaxtrack.ingraph.TrackedFunction] makes one per traced
+    step; ``pack``/``unpack`` run in the graph, ``results_on_host`` on the
+    dispatcher's thread once the accumulator is fetched.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxtrack.ingraph import Max, Mean
+        >>> f32 = jnp.dtype("float32")
+        >>> layout = Layout([MetricSpec("loss", Mean(), (), f32), MetricSpec("grad_norm", Max(), (), f32)])
+        >>> acc = layout.initial()
+        >>> [a.shape for a in acc]  # loss's sum and count, grad_norm's max: one vector
+        [(3,)]
+        >>> for loss, norm in [(1.0, 2.0), (0.5, 3.0)]:  # what two steps do in the graph
+        ...     states = layout.unpack(acc)
+        ...     states = {"loss": Mean().update(states["loss"], jnp.float32(loss)),
+        ...               "grad_norm": Max().update(states["grad_norm"], jnp.float32(norm))}
+        ...     acc = layout.pack(states)
+        >>> layout.results_on_host(jax.device_get(acc), prefix="train/")
+        {'train/loss': 0.75, 'train/grad_norm': 3.0}
     """
 
     def __init__(self, specs: Sequence[MetricSpec]) -> None:
@@ -85,6 +104,7 @@ class Layout:
             self._slots.append(slots)
 
     def pack(self, states: dict[str, State]) -> tuple[Any, ...]:
+        """Every metric's reduction state, by name, packed into the accumulator's few arrays."""
         vectors: list[list[Any]] = [[None] * size for size in self._vector_sizes]
         own: list[Any] = [None] * self._own_count
         for spec, slots in zip(self.specs, self._slots, strict=True):
@@ -96,6 +116,7 @@ class Layout:
         return (*(jnp.stack(v) for v in vectors), *own)
 
     def unpack(self, packed: tuple[Any, ...]) -> dict[str, State]:
+        """The accumulator's arrays back into each metric's reduction state, by name (``pack`` undone)."""
         vectors, own = packed[: len(self._vector_sizes)], packed[len(self._vector_sizes) :]
         states = {}
         for spec, slots, treedef in zip(self.specs, self._slots, self._treedefs, strict=True):
@@ -104,6 +125,7 @@ class Layout:
         return states
 
     def initial(self) -> tuple[Any, ...]:
+        """The packed accumulator before any step: every reduction's initial state."""
         return self.pack({spec.name: spec.initial() for spec in self.specs})
 
     def initial_on(self, shardings: tuple[jax.sharding.Sharding, ...]) -> tuple[jax.Array, ...]:
