@@ -9,10 +9,11 @@ hosts never fall out of step.
 Values are global. A logged array that no process holds whole (a batch
 sharded over every host's devices) is gathered with a collective, which every
 process must join in the same order: it is dispatched on the thread that logs
-it ([`replicate_sharded`][jaxtrack.multihost.replicate_sharded], called by the reporter as it queues the call),
-in program order with the training steps, never on the background reporter
-thread, whose collectives would race with the training thread's. The
-reporter then reads each process's local copy of the replicated value. So
+it ([`replicate_sharded`][jaxtrack.multihost.replicate_sharded], called at the
+call as it is queued, by ``jaxtrack.pipeline.fetch.hold``), in program order
+with the training steps, never on the dispatcher's thread, whose collectives
+would race with the training thread's. The dispatcher then reads each
+process's local copy of the replicated value. So
 ``jaxtrack.log`` of such an array must be called on every process, as the
 training step is.
 

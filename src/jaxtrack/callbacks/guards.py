@@ -1,15 +1,15 @@
 """Guards that stop training from reported values: ``TerminateOnNaN`` and ``EarlyStopping``.
 
-They read what the background reporter already fetched for the trackers
+They read what jaxtrack's dispatcher already fetched for the trackers
 (``jaxtrack.pipeline.taps.ReportedValues``), so they cost no device sync and
 need no wiring: put them in the same hooks list as ``ReportMetrics``. A value
-is seen once the reporter has delivered it, so a NaN may be noticed a few
-steps after it was reported; ``on_end`` waits for the reporter and looks once
-more, so it is never missed.
+is seen once the dispatcher has handed it to the backends, so a NaN may be
+noticed a few steps after it was reported; ``on_end`` flushes
+(``jaxtrack.flush``) and looks once more, so it is never missed.
 
 In a multi-process (``jax.distributed``) run every host must stop at the same
 step, or the others would wait in a collective forever; but each host's
-reporter delivers at its own pace. So process 0 decides, and its decision is
+dispatcher delivers at its own pace. So process 0 decides, and its decision is
 shared with every host every ``MULTIHOST_CHECK_EVERY`` (10) steps (a small
 collective on the training thread, where all hosts make it at the same step).
 """

@@ -4,8 +4,8 @@
 values its last update used in its state (``InjectHyperparamsState.hyperparams``),
 as device arrays. The monitor finds those states anywhere in the optimizer
 state (inside ``optax.chain``, ``multi_transform``, ...) and queues the arrays
-as they are for the background reporter, which fetches them off the training
-thread: logging a learning rate costs no device sync.
+as they are with ``jaxtrack.log``, whose dispatcher fetches them off the
+training thread: logging a learning rate costs no device sync.
 """
 
 from __future__ import annotations

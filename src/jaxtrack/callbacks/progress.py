@@ -3,7 +3,7 @@
 The bar (``tqdm.auto``, so a widget in a notebook and text in a terminal)
 moves at its schedule by the number of steps the loop has dispatched, and
 shows steps per second, the time left, and the latest metrics. Those metrics
-are read from what the background reporter has already fetched for the
+are read from what jaxtrack's dispatcher has already fetched for the
 trackers (``jaxtrack.pipeline.taps.ReportedValues``), so drawing the bar costs
 no device sync: it shows the values reported so far, a little behind the
 loop when the device is. With ``write_to_tracker=True`` the measured speed is

@@ -15,7 +15,8 @@ class ReportMetrics(PeriodicCallback):
     """Reports the metrics a [`jaxtrack.jit`][jaxtrack.jit] step collected since the last report.
 
     At each due step the interval's values go to ``tracker`` (default: the
-    current tracker) through the background reporter: nothing waits for the
+    current tracker) through jaxtrack's pipeline, which fetches and reduces
+    them on its own thread: nothing on the training thread waits for the
     device. With ``timing=True`` the same report carries
     ``{prefix}steps_per_sec`` and ``{prefix}step_time_secs``, measured on the
     host clock between reports (no device sync; with asynchronous dispatch

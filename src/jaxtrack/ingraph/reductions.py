@@ -74,7 +74,7 @@ class Reduction(abc.ABC):
     def result(self, state: State, xp: Any = jnp) -> Any:
         """The reported value (an array, a dict of arrays or a [`Histogram`][jaxtrack.Histogram]).
 
-        ``xp`` is ``jax.numpy`` in the graph, or ``numpy`` when the reporter
+        ``xp`` is ``jax.numpy`` in the graph, or ``numpy`` when the dispatcher
         finishes the reduction on the host (so reporting costs no launch).
         """
 

@@ -120,7 +120,8 @@ class TrackedFunction:
 
         Never waits for the device, and launches at most the fresh
         accumulator's tiny initialiser (for a step on committed arrays): the
-        background reporter fetches the values and calls the tracker. ``extra`` host
+        pipeline's dispatcher fetches the values, finishes the reductions and
+        hands them to the tracker's backends. ``extra`` host
         values (timings, say) go into the same report. Returns whether there
         was anything to report.
 

@@ -8,14 +8,14 @@ values to Histograms/Distributions,
 dashboard. Needs ``pip install 'jaxtrack[tensorboard]'``.
 
 Events are framed by TensorBoard's own ``RecordWriter`` into a file named and
-headed exactly as its ``EventFileWriter`` does, but written on the calling
-thread: ``EventFileWriter`` hands each event to a writer thread of its own,
-and on top of jaxtrack's reporter thread that hand-off cost more than the
+headed exactly as its ``EventFileWriter`` does, but written on the tracker's
+own lane thread: ``EventFileWriter`` hands each event to a writer thread of
+its own, and on top of the lane's thread that hand-off cost more than the
 write itself (about 110 against 45 microseconds per report of four scalars,
 measured on a 2-core machine). Buffered events reach the disk with the
 first write ``flush_secs`` after the last flush, on ``flush``/``finish``, and
-(for calls through ``jaxtrack.log`` and reports) once the reporter has been
-idle for two seconds.
+once the dispatcher has been idle for two seconds
+(``jaxtrack.pipeline.dispatcher.IDLE_FLUSH_SECS``).
 """
 
 from __future__ import annotations
