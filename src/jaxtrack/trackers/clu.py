@@ -170,7 +170,7 @@ def from_metric_writer(writer: MetricWriter, *, num_bins: int = DEFAULT_NUM_BINS
 
     Examples:
         >>> import jaxtrack as jt
-        >>> from jaxtrack.trackers.clu import load_metric_writers
+        >>> from jaxtrack.clu_writers import load_metric_writers
         >>> writer = load_metric_writers().LoggingWriter()  # any CLU MetricWriter
         >>> with jt.init_tracker(jt.from_metric_writer(writer)):  # finishes (closes the writer) on exit
         ...     jt.log({"loss": 0.5}, step=1)
