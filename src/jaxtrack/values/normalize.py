@@ -1,6 +1,6 @@
 """Host values as backends write them: Python scalars, text, [`Histogram`][jaxtrack.values.Histogram] and [`Image`][jaxtrack.values.Image].
 
-jaxtrack normalises each report once, on its background thread, for every
+jaxtrack normalises each report once, on the dispatcher's thread, for every
 backend ([`NormalizedValues`][jaxtrack.values.NormalizedValues]): NumPy scalars and 0-d arrays become
 Python numbers, an array with one or more dimensions becomes a histogram of
 its elements (one per bucket count that some backend asks for, through its
