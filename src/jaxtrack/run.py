@@ -95,10 +95,12 @@ def current() -> Any:
     Examples:
         >>> from jaxtrack.trackers import NoopTracker
         >>> tracker = NoopTracker()
-        >>> previous = set_current(tracker)
+        >>> _ = set_current(tracker)
         >>> current() is tracker
         True
-        >>> restore(tracker, previous); end(tracker)
+        >>> end(tracker)  # ending the current tracker's run unsets it
+        >>> current() is None
+        True
     """
     return _current
 
@@ -111,12 +113,12 @@ def set_current(tracker: Any) -> Any:
 
     Examples:
         >>> from jaxtrack.trackers import NoopTracker
-        >>> tracker = NoopTracker()
-        >>> previous = set_current(tracker)
-        >>> current() is tracker
+        >>> first, second = NoopTracker(), NoopTracker()
+        >>> before = set_current(first)
+        >>> set_current(second) is first  # the tracker that was current, to restore later
         True
-        >>> restore(tracker, previous)
-        >>> end(tracker)
+        >>> restore(second, first); restore(first, before)
+        >>> end(second); end(first)
     """
     global _current
     with _lock:
@@ -323,20 +325,19 @@ def set_strict(tracker: Any) -> None:
 
     Examples:
         >>> import warnings, jaxtrack as jt
-        >>> class Broken(jt.NoopTracker):
-        ...     name = "broken"
-        ...     def log(self, metrics, *, step=None, commit=None):
-        ...         raise OSError("disk full")
-        >>> tracker = Broken()
+        >>> class NoSummaries(jt.NoopTracker):
+        ...     name = "no-summaries"
+        ...     def log_summary(self, metrics): raise ValueError("no summaries here")
+        >>> tracker = NoSummaries()
         >>> set_strict(tracker)
-        >>> tracker.log({"loss": 1.0}, step=4)  # fails later, on the backend's thread
+        >>> tracker.log_summary({"best_loss": 0.1})  # fails later, on the backend's thread
         >>> try:
-        ...     tracker.flush()
+        ...     tracker.flush()  # the next call into jaxtrack raises it
         ... except jt.BackendError as error:
-        ...     print(error)
-        tracker 'broken' failed in log at step 4 (strict mode): OSError: disk full
+        ...     print(error.backend, error.method, repr(error.__cause__))
+        no-summaries log_summary ValueError('no summaries here')
         >>> with warnings.catch_warnings():
-        ...     warnings.simplefilter("ignore", jt.DataLossWarning)  # "broken.log failed x1"
+        ...     warnings.simplefilter("ignore", jt.DataLossWarning)  # "no-summaries.log_summary failed x1"
         ...     end(tracker)
     """
     pipeline.dispatcher().health.watch_strict(tracker.backends())
