@@ -28,8 +28,8 @@ docs: $(INSTALLED)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check src tests examples bench
-	$(BIN)/ruff format --check src tests examples bench
+	$(BIN)/ruff check conftest.py src tests examples bench
+	$(BIN)/ruff format --check conftest.py src tests examples bench
 
 typecheck: $(INSTALLED)
 	$(BIN)/mypy

@@ -36,7 +36,9 @@ def _imports(name: str, path: pathlib.Path) -> Iterator[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])])
+                base = ".".join(
+                    [*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])]
+                )
             for alias in node.names:
                 # ``from jaxtrack import run`` imports the module jaxtrack.run; ``from x import name`` imports x.
                 yield from _resolve(f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base)

@@ -229,7 +229,9 @@ def test_a_hung_backend_neither_blocks_training_nor_keeps_the_process_from_endin
     assert "report(s) dropped while it hung" in child.stderr  # the warning says what it lost
     status, end_time = _raw_run(tmp_path / "runs.db", f"run-hung-{ending}")
     assert (status, end_time is not None) == ("finished" if ending == "exit" else "killed", True)
-    assert _stored_steps(tmp_path / "runs.db", f"run-hung-{ending}") == list(range(2000))  # the local store lost nothing
+    assert _stored_steps(tmp_path / "runs.db", f"run-hung-{ending}") == list(
+        range(2000)
+    )  # the local store lost nothing
 
 
 # ---- what is queued is delivered at exit -----------------------------------------------------------------

@@ -226,7 +226,7 @@ def end(
         for ended in {id(t): t for t in [tracker, *backends]}.values():
             _mark_ended(ended)
         _unfinished.pop(id(tracker), None)
-    dispatcher = pipeline.dispatcher()
+    dispatcher = pipeline.default_dispatcher()
     if status != "finished":
         dispatcher.submit(tracker, Call("set_status", args=(status,)), room=False)
     finished = dispatcher.submit(tracker, Call("finish"), wait=True, deadline=deadline, room=False)
@@ -340,7 +340,7 @@ def set_strict(tracker: Any) -> None:
         ...     warnings.simplefilter("ignore", jt.DataLossWarning)  # "no-summaries.log_summary failed x1"
         ...     end(tracker)
     """
-    pipeline.dispatcher().health.watch_strict(tracker.backends())
+    pipeline.default_dispatcher().health.watch_strict(tracker.backends())
 
 
 def raise_if_strict() -> None:
@@ -352,7 +352,7 @@ def raise_if_strict() -> None:
     Examples:
         >>> raise_if_strict()  # no strict-mode failure pending: nothing happens
     """
-    failure = pipeline.dispatcher().health.pop_strict()
+    failure = pipeline.default_dispatcher().health.pop_strict()
     if failure is not None:
         raise BackendError(failure.backend, failure.method, failure.step, failure.error) from failure.error
 

@@ -76,7 +76,7 @@ def test_a_failing_backend_is_logged_once_counted_and_the_others_get_everything(
     assert recording.logs == [(step, metrics, None) for step, metrics in enumerate(sent)]
     assert recording.summaries == [{"best_loss": 1 / 30}] and recording.hparams == [{"lr": 0.1}]
 
-    health = pipeline.dispatcher().health
+    health = pipeline.default_dispatcher().health
     assert health.counts[failing.name, "log"] == 30
     assert health.counts[failing.name, "log_summary"] == 1
     assert health.counts[failing.name, "log_hyperparameters"] == 1
@@ -130,7 +130,7 @@ def test_a_hanging_backend_blocks_neither_training_nor_the_other_backends(tmp_pa
     started = time.monotonic()
     assert not jt.flush(timeout=2)  # the hung backend cannot take it all...
     assert time.monotonic() - started < WAIT
-    rep = pipeline.dispatcher()
+    rep = pipeline.default_dispatcher()
     wait_until(
         lambda: len(stored_history(path, "hang")) == 2000, "delivered to the local store"
     )  # ...the local one can
@@ -191,7 +191,7 @@ def test_drop_oldest_bounds_a_hanging_backend_and_counts_what_it_drops(
     path = tmp_path / "runs.db"
     composite = jt.CompositeTracker([LocalTracker(path, run_id="drop"), hung])
     jt.current_tracker(composite)
-    rep = pipeline.dispatcher()
+    rep = pipeline.default_dispatcher()
 
     lane = rep.lane(hung)
     most_queued = 0
@@ -224,7 +224,7 @@ def test_block_policy_never_drops_from_a_slow_backend(tmp_path: Path) -> None:
     slow = SlowTracker(unique("slow"))
     slow.max_pending = 4
     jt.current_tracker(slow)
-    rep = pipeline.dispatcher()
+    rep = pipeline.default_dispatcher()
 
     most_pending = 0
     for step in range(300):

@@ -205,7 +205,7 @@ def all_inside(root: str | os.PathLike[str]) -> bool:
 
 def delivery_errors() -> dict[tuple[str, str], int]:
     """Failed and lost calls counted so far, by ``(tracker name, method or loss reason)`` (a copy)."""
-    return dict(pipeline.dispatcher().health.counts)
+    return dict(pipeline.default_dispatcher().health.counts)
 
 
 def new_errors(before: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:

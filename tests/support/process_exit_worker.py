@@ -114,7 +114,7 @@ def main(scenario: str, path: str, run_id: str) -> None:
         from jaxtrack import pipeline, run
 
         run.SIGTERM_FINISH_TIMEOUT_SECS = 2.0
-        with pipeline.dispatcher()._cond:  # what Dispatcher.submit does to wake its thread
+        with pipeline.default_dispatcher()._cond:  # what Dispatcher.submit does to wake its thread
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(60)  # the handler runs here: at once, or when the sleep is interrupted
         print("survived SIGTERM", flush=True)

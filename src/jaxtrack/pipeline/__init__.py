@@ -9,19 +9,13 @@ door (jaxtrack.log, tracker.log, a CLU writer, an in-graph report, ...)
 ```
 
 There is one [`Dispatcher`][jaxtrack.pipeline.dispatcher.Dispatcher] per
-process, made on first use and returned by ``pipeline.dispatcher()``.
+process, made on first use and returned by ``pipeline.default_dispatcher()``.
 [`configure`][jaxtrack.pipeline.configure] sets its bounds before then:
 ``DEFAULT_MAX_QUEUED_CALLS`` (1,024) calls and ``DEFAULT_MAX_QUEUED_BYTES``
 (256 MiB) of large values may wait in its queue before a caller waits for
 room, and its thread lingers up to ``DEFAULT_LINGER_SECS`` (0.5 s) to fetch
 and write reports in batches. Each backend's own bounds are attributes of the
 tracker (``jaxtrack.pipeline.lanes``).
-
-The function ``dispatcher()`` shares its name with the submodule
-``jaxtrack.pipeline.dispatcher``, and as an attribute of this package the
-function wins: ``import jaxtrack.pipeline.dispatcher as m`` gives the
-function. Import the module's names directly
-(``from jaxtrack.pipeline.dispatcher import Dispatcher``).
 
 Examples:
     >>> import jaxtrack as jt
@@ -58,11 +52,11 @@ _dispatcher: Dispatcher | None = None
 _lock = threading.RLock()  # re-entrant: a SIGTERM handler may run while it is held
 
 
-def dispatcher() -> Dispatcher:
+def default_dispatcher() -> Dispatcher:
     """The process's dispatcher, made on first use.
 
     Examples:
-        >>> dispatcher() is dispatcher()
+        >>> default_dispatcher() is default_dispatcher()
         True
     """
     global _dispatcher
@@ -86,7 +80,7 @@ def configure(
 
     Examples:
         >>> configure(max_queued_bytes=64 * 2**20)  # a process short of memory
-        >>> dispatcher().max_bytes
+        >>> default_dispatcher().max_bytes
         67108864
         >>> configure(max_queued_bytes=DEFAULT_MAX_QUEUED_BYTES)
     """
@@ -119,7 +113,7 @@ def submit(target: object, call: Call, *, wait: bool = False, timeout: float | N
         True
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    return dispatcher().submit(target, call, wait=wait, deadline=deadline, room=room)
+    return default_dispatcher().submit(target, call, wait=wait, deadline=deadline, room=room)
 
 
 def flush(timeout: float | None = None) -> bool:
@@ -129,7 +123,7 @@ def flush(timeout: float | None = None) -> bool:
         >>> flush(timeout=10)
         True
     """
-    return dispatcher().flush(None if timeout is None else time.monotonic() + timeout)
+    return default_dispatcher().flush(None if timeout is None else time.monotonic() + timeout)
 
 
 def reported() -> ReportedValues:
@@ -140,7 +134,7 @@ def reported() -> ReportedValues:
         >>> reader.read()
         []
     """
-    return dispatcher().reported
+    return default_dispatcher().reported
 
 
 __all__ = [
@@ -154,6 +148,7 @@ __all__ = [
     "ReportedValues",
     "StepCounter",
     "configure",
+    "default_dispatcher",
     "flush",
     "on_delivery_thread",
     "reported",

@@ -39,7 +39,7 @@ class Backend(Protocol):
     max_pending: int
     max_pending_bytes: int
     block_timeout: float
-    histogram_bins: int
+    histogram_bins: int | None
     resumed_step: int | None
 
     def backends(self) -> list[Any]:

@@ -155,7 +155,7 @@ class Lane:
         self.max_calls = int(getattr(backend, "max_pending", DEFAULT_MAX_PENDING))
         self.max_bytes = int(getattr(backend, "max_pending_bytes", DEFAULT_MAX_PENDING_BYTES))
         self.block_timeout = float(getattr(backend, "block_timeout", DEFAULT_BLOCK_TIMEOUT_SECS))
-        self.histogram_bins: int = getattr(backend, "histogram_bins", 64)
+        self.histogram_bins: int | None = getattr(backend, "histogram_bins", 64)
         self.calls = 0
         """Calls submitted for this backend and not made (or dropped) yet, those still in the dispatcher included."""
         self.bytes = 0

@@ -242,7 +242,7 @@ def _door_finish(self: Tracker) -> None:
 
 def _warn_behind(tracker: Tracker, what: str) -> None:
     """The warning for a call that waited ``FINISH_TIMEOUT_SECS`` for backends and went on without them."""
-    backlog = pipeline.dispatcher().backlog(tracker)
+    backlog = pipeline.default_dispatcher().backlog(tracker)
     slow = ", ".join(f"{name} ({count} call(s) queued)" for name, count in backlog.items()) or "the dispatcher"
     warn(
         f"jaxtrack: {what} waited {run.FINISH_TIMEOUT_SECS:.0f} s for {slow}, which hangs or is far behind; going on",

@@ -33,6 +33,8 @@ class CompositeTracker(Tracker):
             if not isinstance(tracker, Tracker):
                 raise TypeError(f"CompositeTracker takes Tracker instances, got {tracker!r}")
         self.trackers: list[Tracker] = list(trackers)
+        self._members: tuple[Tracker, ...] | None = None  # the members _backends was worked out for
+        self._backends: list[Tracker] = []
         resumed = [t.resumed_step for t in self.trackers if t.resumed_step is not None]
         if resumed:
             self.resumed_step = max(resumed)
@@ -45,7 +47,7 @@ class CompositeTracker(Tracker):
     def backends(self) -> list[Tracker]:
         """Every backend inside, nested composites expanded, each once, in order."""
         members = tuple(self.trackers)
-        if getattr(self, "_members", None) == members:
+        if self._members == members:
             return self._backends  # asked at every call: worked out once per membership
         found: dict[int, Tracker] = {}
         for tracker in members:
