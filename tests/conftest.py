@@ -15,7 +15,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 @pytest.fixture(autouse=True)
 def _no_current_tracker():
-    from jaxtrack import api, run
+    from jaxtrack import api, pipeline, run
 
     with run._lock:
         saved = run._current, api._warned_no_tracker
@@ -24,3 +24,5 @@ def _no_current_tracker():
     yield
     with run._lock:
         run._current, api._warned_no_tracker = saved
+    # A strict-mode failure a test left unraised must not be raised in the next test.
+    pipeline.default_dispatcher().health._strict_failures.clear()

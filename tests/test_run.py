@@ -328,7 +328,7 @@ def test_strict_mode_names_the_backend_and_step_of_each_failure_in_turn(tmp_path
     jt.log({"x": 3.0}, step=3)  # the first fails again
     with pytest.raises(jt.BackendError) as raised:
         jt.flush(timeout=60)
-    assert (raised.value.backend, raised.value.step) == (second.name, 2)  # oldest first, each once
+    assert (raised.value.backend, raised.value.step) == (second.name, 2)  # the lowest step first, each once
     with pytest.raises(jt.BackendError) as raised:
         jt.log({"x": 4.0}, step=4)  # raised at the next call, after queueing it
     assert (raised.value.backend, raised.value.step) == (first.name, 3)

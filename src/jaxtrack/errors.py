@@ -39,7 +39,7 @@ class BackendError(RuntimeError):
     reported when its run finishes, while training and the other backends go
     on. With ``init_tracker(..., strict=True)`` each failure is raised as a
     ``BackendError`` on the training thread, at the next call into jaxtrack
-    after it happened, oldest first.
+    after it happened, the one at the lowest step first.
 
     Examples:
         >>> import warnings, jaxtrack as jt

@@ -344,7 +344,7 @@ def set_strict(tracker: Any) -> None:
 
 
 def raise_if_strict() -> None:
-    """Raises the oldest strict-mode backend failure not raised yet, naming its backend, method and step.
+    """Raises the next strict-mode backend failure not raised yet (the lowest step first), naming its backend, method and step.
 
     Every door calls it after submitting, so a failure surfaces on the
     training thread at the next call into jaxtrack.

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxtrack
 import jaxtrack as jt
 from jaxtrack.pipeline.calls import Call
 from jaxtrack.pipeline.dispatcher import Dispatcher
@@ -312,3 +314,32 @@ def test_a_tracker_that_flushes_from_inside_its_log_does_not_wait_for_itself(dis
     rep.log(tracker, {"x": 1.0}, step=0)
     assert rep.wait_for_all()
     assert flushed == [True]
+
+
+def test_a_backend_that_waits_for_itself_from_its_own_thread_does_not_deadlock(monkeypatch):
+    # A backend whose log flushes a composite it belongs to would wait for its own lane: it must not
+    # (with a 2 s finish timeout, a wait would end in a "waited" DataLossWarning counted as its failure).
+    monkeypatch.setattr(jaxtrack.run, "FINISH_TIMEOUT_SECS", 2.0)
+
+    class Member(RecordingTracker):
+        composite: jt.CompositeTracker | None = None
+
+        def log(self, metrics, *, step=None, commit=None):
+            super().log(metrics, step=step, commit=commit)
+            if step == 1 and self.composite is not None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", jt.DataLossWarning)
+                    self.composite.flush()  # queued behind this call, not waited for
+
+    member, other = Member("member"), RecordingTracker("other")
+    both = jt.CompositeTracker([member, other])
+    member.composite = both
+    with jt.current_tracker(both):
+        for step in range(3):
+            jt.log({"x": float(step)}, step=step)
+        assert jt.flush(timeout=WAIT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", jt.DataLossWarning)  # the member's flush did not fail
+        both.finish()
+    assert [s for s, _, _ in member.logs] == [0, 1, 2] and [s for s, _, _ in other.logs] == [0, 1, 2]
+    assert member.flushed >= 1 and other.flushed >= 1

@@ -41,7 +41,7 @@ from typing import Any
 from jaxtrack.pipeline.calls import DROPPABLE, Call, Countdown, Delivery
 from jaxtrack.pipeline.fetch import Unfetched, fetch, hold
 from jaxtrack.pipeline.health import Health
-from jaxtrack.pipeline.lanes import Lane, mark_delivery_thread, on_delivery_thread
+from jaxtrack.pipeline.lanes import Lane, mark_delivery_thread, on_delivery_thread, serving
 from jaxtrack.pipeline.steps import StepCounter
 from jaxtrack.pipeline.taps import ReportedValues
 from jaxtrack.values.convert import to_plain
@@ -150,6 +150,8 @@ class Dispatcher:
         and for callers that the device waits on (host callbacks).
         """
         lanes = [self.lane(backend) for backend in target.backends()]
+        if wait and serving() is not None and any(lane.backend is serving() for lane in lanes):
+            wait = False  # a backend's own thread cannot wait for its own lane: the call is queued, in order
         payload, nbytes = (
             hold(call.payload, owned=call.owned, nbytes=call.nbytes) if call.payload is not None else (None, 0)
         )
@@ -325,6 +327,7 @@ class Dispatcher:
     def _deliver(self, batch: list[_Task]) -> None:
         """Hands every task of ``batch`` to its lanes; a task that fails is counted for its backends, never raised."""
         fetched = fetch([(task.payload, task.call.step) for task in batch])
+        handed: dict[Lane, list[tuple[Delivery, int | None]]] = {}  # each lane's deliveries, put at once
         for made, (task, (payload, step)) in enumerate(zip(batch, fetched, strict=True), 1):
             try:
                 if isinstance(step, Unfetched):
@@ -338,7 +341,7 @@ class Dispatcher:
                         task.countdown.done()
                 continue
             for lane, delivery in zip(task.lanes, deliveries, strict=True):
-                lane.put(delivery, reserved=task.nbytes)
+                handed.setdefault(lane, []).append((delivery, task.nbytes))
                 if task.call.method in _WRITES:
                     self._unflushed[id(lane)] = lane
                 elif task.call.method == "finish":
@@ -347,6 +350,8 @@ class Dispatcher:
                 # Let the training thread take the interpreter lock to dispatch
                 # now and then, instead of waiting for the whole batch.
                 time.sleep(0)
+        for lane, entries in handed.items():
+            lane.put_many(entries)
 
     def _deliveries(self, task: _Task, payload: Any, step: Any) -> list[Delivery]:
         """One delivery per backend of the task: values fetched, prepared and normalised once for all."""

@@ -15,8 +15,9 @@ the warning uses: ``"behind"`` (dropped by ``drop_oldest``), ``"hung"``
 backend finished) and ``"unreadable"`` (a value that could not be fetched or
 normalised, left out of its report).
 
-In strict mode each failure of a watched backend is also queued, oldest
-first, to be raised on the training thread as ``jaxtrack.BackendError``.
+In strict mode each failure of a watched backend is also queued, to be
+raised on the training thread as ``jaxtrack.BackendError``, the one at the
+lowest step first.
 """
 
 from __future__ import annotations
@@ -158,16 +159,22 @@ class Health:
             self._strict.update(id(backend) for backend in backends)
 
     def pop_strict(self, backends: list[Any] | None = None) -> Failure | None:
-        """The oldest strict-mode failure not raised yet (of one of ``backends``, if given), if any."""
+        """The strict-mode failure to raise next (of one of ``backends``, if given), if any.
+
+        The one at the lowest step goes first (then the oldest): backends work
+        on threads of their own, so which of two failed first in time says less
+        than which report failed first.
+        """
         if not self._strict_failures:  # the common case, without the lock
             return None
         with self._lock:
             ids = None if backends is None else {id(backend) for backend in backends}
-            for failure in self._strict_failures:
-                if ids is None or failure.backend_id in ids:
-                    self._strict_failures.remove(failure)
-                    return failure
-            return None
+            candidates = [f for f in self._strict_failures if ids is None or f.backend_id in ids]
+            if not candidates:
+                return None
+            failure = min(candidates, key=lambda f: f.step if f.step is not None else float("inf"))
+            self._strict_failures.remove(failure)
+            return failure
 
     def _health(self, backend: Any) -> BackendHealth:
         health = self._by_backend.get(id(backend))

@@ -203,23 +203,28 @@ class Lane:
         A full ``drop_oldest`` lane drops its oldest ``log`` calls to make room;
         a ``log`` to a hung or finished backend is dropped and counted.
         """
+        self.put_many([(delivery, reserved)])
+
+    def put_many(self, entries: list[tuple[Delivery, int | None]]) -> None:
+        """[`put`][jaxtrack.pipeline.lanes.Lane.put] of each ``(delivery, reserved)``, in order, under one lock."""
         settled: list[Delivery] = []  # dropped: their waiters are told once the lock is let go
         with self._cond:
-            if reserved is None:
-                if not self.calls:
-                    self.progress_at = time.monotonic()
-                self.calls += 1
-                self.bytes += delivery.nbytes
-            else:
-                self.bytes += delivery.nbytes - reserved  # the values as normalised, not as logged
-            if self.finished or (delivery.method in DROPPABLE and self.hung):
-                if delivery.method in DROPPABLE or delivery.method not in ("finish", "flush", "set_status"):
-                    self._health.record_drop(self.backend, "finished" if self.finished else "hung")
-                    self._dropped_hung += not self.finished
-                self.calls -= 1
-                self.bytes -= delivery.nbytes
-                settled.append(delivery)
-            else:
+            for delivery, reserved in entries:
+                if reserved is None:
+                    if not self.calls:
+                        self.progress_at = time.monotonic()
+                    self.calls += 1
+                    self.bytes += delivery.nbytes
+                else:
+                    self.bytes += delivery.nbytes - reserved  # the values as normalised, not as logged
+                if self.finished or (delivery.method in DROPPABLE and self.hung):
+                    if delivery.method in DROPPABLE or delivery.method not in ("finish", "flush", "set_status"):
+                        self._health.record_drop(self.backend, "finished" if self.finished else "hung")
+                        self._dropped_hung += not self.finished
+                    self.calls -= 1
+                    self.bytes -= delivery.nbytes
+                    settled.append(delivery)
+                    continue
                 if delivery.method in DROPPABLE and self.policy == "drop_oldest":
                     while self._over(delivery.nbytes) and (dropped := self._drop_oldest()) is not None:
                         settled.append(dropped)
@@ -228,6 +233,7 @@ class Lane:
                 self.enqueued += 1
                 if delivery.method == "finish":
                     self.finished = True
+            if self._queue:
                 self._start()
                 self._cond.notify_all()
         for done in settled:

@@ -63,16 +63,15 @@ class ReportedValues:
         and progress bars read numbers only. The dispatcher calls it as it
         hands the values to the backends.
         """
-        entries: list[tuple[str, Any]] = [
-            (key, value) for key, value in values.scalars().items() if type(value) in (float, int, bool)
-        ]
-        entries += [(key, NonFinite(count)) for key, count in values.nonfinite.items()]
+        entries: list[tuple[str, Any]] = values.numbers()
+        if values.nonfinite:
+            entries += [(key, NonFinite(count)) for key, count in values.nonfinite.items()]
         if not entries:
             return
         with self._lock:
-            for key, value in entries:
-                self.version += 1
-                self._log.append((self.version, key, step, value))
+            first = self.version + 1
+            self._log.extend((first + i, key, step, value) for i, (key, value) in enumerate(entries))
+            self.version += len(entries)
 
     def since(self, version: int) -> tuple[list[tuple[str, int | None, Any]], int]:
         """``(key, step, value)`` of every value reported after ``version``, in order, and the version now.

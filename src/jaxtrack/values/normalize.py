@@ -30,6 +30,7 @@ HostValue = Scalar | str | Histogram | Image
 """What a backend receives for one key: a Python number or bool, text, a histogram or an image."""
 
 _PLAIN = frozenset({float, int, bool, str})
+_NUMBERS = frozenset({float, int, bool})
 
 
 def normalize(key: str, value: Any, *, num_bins: int = DEFAULT_NUM_BINS) -> HostValue | None:
@@ -160,6 +161,15 @@ class NormalizedValues:
     def scalars(self) -> Mapping[str, HostValue]:
         """The values that are not arrays (numbers, text, histograms, images), in order."""
         return types.MappingProxyType(self._values)
+
+    def numbers(self) -> list[tuple[str, Scalar]]:
+        """``(key, value)`` of the values that are numbers or bools, in order (what guards read).
+
+        Examples:
+            >>> NormalizedValues({"loss": 0.5, "note": "text", "ok": True}).numbers()
+            [('loss', 0.5), ('ok', True)]
+        """
+        return [(key, value) for key, value in self._values.items() if type(value) in _NUMBERS]  # type: ignore[misc]
 
     def __len__(self) -> int:
         return len(self._values) + len(self._arrays)
