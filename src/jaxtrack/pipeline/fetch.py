@@ -45,14 +45,17 @@ def hold(payload: Any, *, owned: bool = False, nbytes: int | None = None) -> tup
         >>> jax.device_get(held["w"]).tolist(), nbytes
         ([0.0, 1.0, 2.0, 3.0], 16)
     """
-    payload = replicate_sharded(payload)
-    if isinstance(payload, Mapping):
+    if isinstance(payload, Mapping):  # the values of a log call
         jax_keys = [key for key, value in payload.items() if holds_jax_array(value)]
         nbytes = sum(_nbytes(value) for value in payload.values())
-        if jax_keys and not owned:
+        if not jax_keys:
+            return payload, nbytes  # host values only: nothing to replicate, copy or wait for
+        payload = replicate_sharded(payload)
+        if not owned:
             copies = _copy([payload[key] for key in jax_keys])
             payload = {**payload, **dict(zip(jax_keys, copies, strict=True))}
         return payload, nbytes
+    payload = replicate_sharded(payload)
     if owned and nbytes is not None:
         return payload, nbytes
     leaves = jax.tree_util.tree_leaves(payload)

@@ -346,20 +346,29 @@ class Lane:
                     # arriving meanwhile stay queued, where drop_oldest can still drop them.
                     batch = [self._queue.popleft() for _ in range(len(self._queue))]
                     self._queued_bytes = 0
-                for made, delivery in enumerate(batch, 1):
-                    self._make(delivery)
-                    if made % 8 == 0:
-                        time.sleep(0)  # let the training thread take the interpreter lock now and then
+                self._make_all(batch)
         except BaseException as error:
             logger.error("jaxtrack: the lane of tracker %r stopped; it restarts", self.backend.name, exc_info=error)
             with self._cond:
                 self._thread = None
 
     def _drain_here(self) -> None:
-        while self._queue:
-            delivery = self._queue.popleft()
-            self._queued_bytes -= delivery.nbytes
+        batch = [self._queue.popleft() for _ in range(len(self._queue))]
+        self._queued_bytes = 0
+        self._make_all(batch)
+
+    def _make_all(self, batch: list[Delivery]) -> None:
+        """Makes ``batch``'s calls in order, counting them as made eight at a time (one lock, one wake-up)."""
+        made: list[Delivery] = []
+        for delivery in batch:
             self._make(delivery)
+            made.append(delivery)
+            if len(made) == 8:
+                self._made(made)
+                made = []
+                time.sleep(0)  # let the training thread take the interpreter lock now and then
+        if made:
+            self._made(made)
 
     def _make(self, delivery: Delivery) -> None:
         try:
@@ -369,18 +378,22 @@ class Lane:
             method(*delivery.args, **delivery.kwargs)
         except BaseException as error:  # noqa: BLE001 - SystemExit too: a backend's failure stays with it
             self._health.record_failure(self.backend, delivery.method, delivery.step, error)
-        finally:
-            with self._cond:
+
+    def _made(self, deliveries: list[Delivery]) -> None:
+        """Counts ``deliveries`` as made: room for callers waiting on a full lane, and their waiters told."""
+        with self._cond:
+            for delivery in deliveries:
                 self._settle(delivery)
-                self.progress_at = time.monotonic()
-                if self.hung and not self.full():
-                    self.hung = False
-                    logger.warning(
-                        "jaxtrack: tracker %r takes calls again; %d report(s) were dropped while it hung",
-                        self.backend.name,
-                        self._dropped_hung,
-                    )
-                self._cond.notify_all()
+            self.progress_at = time.monotonic()
+            if self.hung and not self.full():
+                self.hung = False
+                logger.warning(
+                    "jaxtrack: tracker %r takes calls again; %d report(s) were dropped while it hung",
+                    self.backend.name,
+                    self._dropped_hung,
+                )
+            self._cond.notify_all()
+        for delivery in deliveries:
             delivery.done()
 
     def _settle(self, delivery: Delivery) -> None:

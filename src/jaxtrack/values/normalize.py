@@ -96,8 +96,13 @@ class NormalizedValues:
         self.failed: list[tuple[str, BaseException]] = []
         self.nbytes = 0
         for key, raw in flat.items():
-            if type(raw) in _PLAIN:  # the common case first: exact type checks
+            kind = type(raw)
+            if kind in _PLAIN:  # the common cases first: exact type checks
                 self._values[key] = raw
+                self.nbytes += 16
+                continue
+            if kind in HOST_FLOAT_TYPES:  # a NumPy float, as fetched from the device
+                self._values[key] = float(raw)
                 self.nbytes += 16
                 continue
             try:
