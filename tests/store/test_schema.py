@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,26 @@ def test_opening_a_store_twice_to_create_it_keeps_the_first(tmp_path: Path) -> N
         assert query(path, "SELECT name FROM keys") == [("loss",)]
     finally:
         first.close()
+
+
+def test_many_connections_creating_one_store_at_once_all_succeed(tmp_path: Path) -> None:
+    # Switching a new file to WAL is refused at once (no busy handler) while another connection does it too;
+    # before the retry about one creation in twenty failed with "database is locked" under this race.
+    failures: list[BaseException] = []
+    for attempt in range(100):
+        path = tmp_path / f"store-{attempt}" / "runs.db"
+        barrier = threading.Barrier(4)
+
+        def create(path: Path = path, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                connect(path, create=True).close()
+            except Exception as error:  # noqa: BLE001 - collected and asserted on below
+                failures.append(error)
+
+        threads = [threading.Thread(target=create) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import pathlib
 import sqlite3
+import time
 from collections.abc import Mapping
 
 from jaxtrack.store.location import store_dir
@@ -129,36 +130,56 @@ def connect(path: str | os.PathLike[str], *, create: bool) -> sqlite3.Connection
         os.makedirs(store_dir(path), exist_ok=True)
     uri = pathlib.Path(path).absolute().as_uri() + ("?mode=rwc" if create else "?mode=rw")
     db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_SECS, isolation_level=None, check_same_thread=False)
-    try:
-        # Checked before anything is changed: another program's database is left as it was.
-        if _store_version(db) > SCHEMA_VERSION:
-            raise ValueError(f"{path!r} was written by a newer jaxtrack; upgrade jaxtrack to read it")
-        if not create and _store_version(db) != SCHEMA_VERSION:
-            raise ValueError(f"{path!r} is not a jaxtrack run store")
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
-        if create and _store_version(db) < SCHEMA_VERSION:
-            db.execute("BEGIN IMMEDIATE")  # two processes creating one store: the second sees the first's tables
-            try:
-                version = _store_version(db)
-                if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                    raise ValueError(f"{path!r} is an SQLite database of another program, not a jaxtrack run store")
-                if version < SCHEMA_VERSION:
-                    for statement in SCHEMA.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
-                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-    except sqlite3.DatabaseError as error:
-        db.close()
-        raise ValueError(f"{path!r} is not a jaxtrack run store: {error}") from None
-    except BaseException:
-        db.close()
-        raise
-    return db
+    # Switching a new file to WAL and the first read of a WAL file can be refused at once, without
+    # SQLite's busy handler, while another process does the same: retried here, within the same bound.
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECS
+    pause = 0.005
+    while True:
+        try:
+            _prepare(db, path, create=create)
+            return db
+        except sqlite3.OperationalError as error:
+            if not _is_busy(error) or time.monotonic() + pause > deadline:
+                db.close()
+                raise ValueError(f"{path!r} could not be opened as a jaxtrack run store: {error}") from None
+        except sqlite3.DatabaseError as error:
+            db.close()
+            raise ValueError(f"{path!r} is not a jaxtrack run store: {error}") from None
+        except BaseException:
+            db.close()
+            raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.25)
+
+
+def _prepare(db: sqlite3.Connection, path: str, *, create: bool) -> None:
+    # Checked before anything is changed: another program's database is left as it was.
+    if _store_version(db) > SCHEMA_VERSION:
+        raise ValueError(f"{path!r} was written by a newer jaxtrack; upgrade jaxtrack to read it")
+    if not create and _store_version(db) != SCHEMA_VERSION:
+        raise ValueError(f"{path!r} is not a jaxtrack run store")
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    if create and _store_version(db) < SCHEMA_VERSION:
+        db.execute("BEGIN IMMEDIATE")  # two processes creating one store: the second sees the first's tables
+        try:
+            version = _store_version(db)
+            if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise ValueError(f"{path!r} is an SQLite database of another program, not a jaxtrack run store")
+            if version < SCHEMA_VERSION:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    message = str(error)
+    return "database is locked" in message or "database is busy" in message
 
 
 def _store_version(db: sqlite3.Connection) -> int:
