@@ -68,7 +68,15 @@ def _run_pair(scenario: str, root: pathlib.Path) -> dict[str, Any]:
             with stdout.open("wb") as out, stderr.open("wb") as err:
                 procs.append(
                     subprocess.Popen(
-                        [sys.executable, str(WORKER_PATH), str(index), str(port), scenario, str(shared)],
+                        [
+                            sys.executable,
+                            str(WORKER_PATH),
+                            str(index),
+                            str(port),
+                            scenario,
+                            str(shared),
+                            str(root / f"result{index}.json"),
+                        ],
                         cwd=cwd,
                         env=env,
                         stdout=out,
@@ -90,10 +98,10 @@ def _run_pair(scenario: str, root: pathlib.Path) -> dict[str, Any]:
     finally:
         _kill(procs)
     results = []
-    for proc, (stdout, _) in zip(procs, logs, strict=True):
-        lines = [line for line in stdout.read_text().splitlines() if line.startswith("RESULT ")]
-        assert proc.returncode == 0 and lines, f"a worker failed (exit {proc.returncode})\n" + _tails(logs)
-        results.append(json.loads(lines[-1][len("RESULT ") :]))
+    for index, proc in enumerate(procs):
+        result = root / f"result{index}.json"
+        assert proc.returncode == 0 and result.exists(), f"a worker failed (exit {proc.returncode})\n" + _tails(logs)
+        results.append(json.loads(result.read_text()))
     return {"results": results, "shared": shared, "root": root}
 
 

@@ -1,8 +1,9 @@
 """One process of a two-process ``jax.distributed`` run on CPU, started by ``test_multihost.py``.
 
-Run as ``python worker.py PROCESS_ID PORT SCENARIO OUT_DIR`` with two host
-devices per process (``--xla_force_host_platform_device_count=2``); it prints
-``RESULT {json}`` when done. Importing it only defines the shared data and its
+Run as ``python worker.py PROCESS_ID PORT SCENARIO OUT_DIR RESULT_FILE`` with two
+host devices per process (``--xla_force_host_platform_device_count=2``); when done
+it writes its result as JSON to RESULT_FILE (not only to stdout, where Gloo's own
+lines can land in the middle of it). Importing it only defines the shared data and its
 NumPy reference, which the tests use to check what the run recorded.
 
 Scenarios:
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import sys
 from typing import Any
 
@@ -190,4 +192,8 @@ if __name__ == "__main__":
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for the stacks of a worker it kills
     process_id, port, scenario, out_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    print("RESULT " + json.dumps(main(process_id, port, scenario, out_dir)), flush=True)
+    result_file = pathlib.Path(sys.argv[5])
+    result = json.dumps(main(process_id, port, scenario, out_dir))
+    result_file.with_suffix(".tmp").write_text(result)
+    os.replace(result_file.with_suffix(".tmp"), result_file)  # whole or absent, however the process ends
+    print("RESULT " + result, flush=True)
