@@ -345,7 +345,10 @@ def test_strict_mode_raises_at_finish_after_the_run_has_ended(tmp_path: Path) ->
     path = tmp_path / "runs.db"
     jt.init_tracker(jt.CompositeTracker([failing, LocalTracker(path, run_id="strict")]), strict=True)
     jt.log({"loss": 0.0}, step=0)
-    with pytest.raises(jt.BackendError, match=rf"{failing.name}.*log.*RuntimeError: {failing.name} is down"):
+    with (
+        pytest.raises(jt.BackendError, match=rf"{failing.name}.*log.*RuntimeError: {failing.name} is down"),
+        pytest.warns(jt.DataLossWarning, match=rf"{failing.name}.log failed x1"),
+    ):
         jt.finish()  # says what was lost, as without strict mode, then raises
     assert jaxtrack.run.current() is None  # finished nonetheless
     assert stored_status(path, "strict")[0] == "finished"
