@@ -100,6 +100,49 @@ class FinishedTrackerError(RuntimeError):
         )
 
 
+class RunInUseError(RuntimeError):
+    """A run another live process is writing: resuming it would mix two writers' values.
+
+    Raised when a tracker starts (before training), naming the run, the store,
+    and the writer that holds it (host, process, last heartbeat). Finish that
+    process first, wait until its heartbeat is stale (it died), or pass
+    ``take_over=True`` to take the run from it.
+
+    Examples:
+        >>> import os, tempfile
+        >>> from jaxtrack.store import RunWriter
+        >>> path = os.path.join(tempfile.mkdtemp(), "runs.db")
+        >>> first = RunWriter(path, run_id="busy")
+        >>> try:
+        ...     RunWriter(path, run_id="busy")
+        ... except RunInUseError as error:
+        ...     print(str(error).split(":")[0])
+        run 'busy' is being written by another writer
+        >>> first.close()
+    """
+
+
+class RunTakenOverError(RuntimeError):
+    """A writer whose run another process took over (``take_over=True``): its later writes are refused.
+
+    Nothing of it is written after the take-over; each refused write is
+    counted and reported as lost, naming the process that took the run.
+
+    Examples:
+        >>> import os, tempfile
+        >>> from jaxtrack.store import RunWriter
+        >>> path = os.path.join(tempfile.mkdtemp(), "runs.db")
+        >>> old = RunWriter(path, run_id="moved")
+        >>> new = RunWriter(path, run_id="moved", take_over=True)
+        >>> try:
+        ...     old.write([("loss", 1.0)], step=0)
+        ... except RunTakenOverError as error:
+        ...     print(str(error).split(" (")[0])
+        run 'moved' of store ... was taken over by another writer
+        >>> new.close()
+    """
+
+
 class TrackerConfigError(ValueError):
     """A tracker config that cannot be used: unknown type, unknown field, or a wrong value.
 
@@ -246,6 +289,8 @@ __all__ = [
     "MissingExtraError",
     "NestedTransformError",
     "NoTrackerWarning",
+    "RunInUseError",
+    "RunTakenOverError",
     "StopTraining",
     "TrackerConfigError",
     "TrackerError",

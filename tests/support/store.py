@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +50,50 @@ def query(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         db.close()
 
 
-def start_writer(path: Path, run_id: str, num_steps: int, *, cwd: Path, stderr: Any) -> subprocess.Popen[str]:
-    """``local_store_writer.py`` in a new Python process (CPU-only JAX, no git repository around it)."""
+def start_writer(
+    path: Path,
+    run_id: str,
+    num_steps: int,
+    *,
+    cwd: Path,
+    stderr: Any,
+    prefix: Sequence[str] = (),
+    take_over: bool = False,
+) -> subprocess.Popen[str]:
+    """``local_store_writer.py`` in a new Python process (CPU-only JAX, no git repository around it).
+
+    ``prefix`` runs it under another command (``unshare ...``); the process
+    leads a session of its own, so ``os.killpg(process.pid, ...)`` reaches it
+    whatever runs it.
+    """
     return subprocess.Popen(
-        [sys.executable, str(WRITER), str(path), run_id, str(num_steps)],
+        [
+            *prefix,
+            sys.executable,
+            str(WRITER),
+            str(path),
+            run_id,
+            str(num_steps),
+            *(["take-over"] if take_over else []),
+        ],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        start_new_session=True,
     )
+
+
+def read_step_lines(writer: subprocess.Popen[str], until: int) -> int:
+    """Reads the steps ``local_store_writer.py`` prints (each committed) until ``until``; the last one read."""
+    assert writer.stdout is not None
+    last = -1
+    while last < until:
+        line = writer.stdout.readline()
+        assert line, f"the writer exited early (exit {writer.poll()})"
+        last = int(line)
+    return last
 
 
 def writer_rows(steps: range) -> list[dict[str, Any]]:

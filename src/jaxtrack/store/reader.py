@@ -4,7 +4,9 @@
 answers look-ups by run (an id, a unique prefix of one, a name, or
 ``latest``); the ``jaxtrack`` command line is built on it. Each run is a
 [`StoredRun`][jaxtrack.store.reader.StoredRun]: its ``runs`` row, with a
-``running`` run whose process on this host is gone read as ``killed``.
+``running`` run whose writer is dead read as ``killed`` (its process gone,
+or, where the process cannot be checked from here, its heartbeat stale: see
+[`jaxtrack.store.owner`][jaxtrack.store.owner]).
 A store is read while runs write into it: each read sees every report
 committed before it.
 """
@@ -17,7 +19,6 @@ import fnmatch
 import json
 import math
 import os
-import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from jaxtrack.store.codec import decode
 from jaxtrack.store.location import default_store_path, store_dir
+from jaxtrack.store.owner import STALE_AFTER_SECS, Owner
 from jaxtrack.store.schema import STEP_TABLES, VALUE_COLUMNS, connect
 from jaxtrack.values import Histogram
 
@@ -53,7 +55,7 @@ class StoredRun:
     project: str | None
     """The project it was filed under, if any."""
     status: str
-    """``running``, ``finished``, ``failed`` or ``killed`` (also a running run whose process on this host is gone)."""
+    """``running``, ``finished``, ``failed`` or ``killed`` (also a running run whose writer is dead)."""
     start_time: float
     """When the run started (seconds since the epoch)."""
     end_time: float | None
@@ -97,6 +99,9 @@ class RunStore:
     Args:
         path: the database; default [`default_store_path`][jaxtrack.store.location.default_store_path]. A missing file is
             a ``FileNotFoundError``, a file that is not a jaxtrack store a ``ValueError``.
+        stale_after_secs: a ``running`` run whose writer cannot be checked directly
+            (another host, another PID namespace) reads as ``killed`` once its
+            heartbeat is older than this.
 
     Examples:
         >>> import os, tempfile
@@ -120,8 +125,11 @@ class RunStore:
         >>> store.close()
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, stale_after_secs: float = STALE_AFTER_SECS
+    ) -> None:
         self.path = os.fspath(path) if path is not None else default_store_path()
+        self.stale_after_secs = stale_after_secs
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"no run store at {self.path!r} (LocalTracker creates one when a run starts)")
         self._db = connect(self.path, create=False)
@@ -130,7 +138,7 @@ class RunStore:
         """Every run, oldest first (only ``project``'s when given)."""
         where, args = ("WHERE project = ?", (project,)) if project is not None else ("", ())
         rows = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY start_time, num", args)
-        return [_stored_run(row) for row in rows.fetchall()]
+        return [_stored_run(row, self.stale_after_secs) for row in rows.fetchall()]
 
     def run(self, ref: str) -> StoredRun:
         """The run ``ref`` names: its id, ``latest``, a unique prefix of its id, or its name (the latest such run).
@@ -334,7 +342,7 @@ class RunStore:
         row = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             return self.run(run_id)
-        return _stored_run(row)
+        return _stored_run(row, self.stale_after_secs)
 
     def _num(self, run_id: str) -> int:
         row = self._db.execute("SELECT num FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -363,7 +371,7 @@ _KINDS = {"scalars": "scalar", "texts": "text", "histograms": "histogram", "imag
 _RUN_COLUMNS = "id, name, project, status, start_time, end_time, heartbeat, last_step, sessions, host, pid, git, system, config, summary"
 
 
-def _stored_run(row: Sequence[Any]) -> StoredRun:
+def _stored_run(row: Sequence[Any], stale_after: float) -> StoredRun:
     (
         run_id,
         name,
@@ -381,8 +389,11 @@ def _stored_run(row: Sequence[Any]) -> StoredRun:
         config,
         summary,
     ) = row
-    if status == "running" and host == socket.gethostname() and pid is not None and not _process_alive(pid):
-        status = "killed"
+    parsed_system = json.loads(system)
+    if status == "running":
+        owner = Owner(host, pid, parsed_system.get("pid_namespace"), heartbeat)
+        if not owner.alive(stale_after=stale_after):
+            status = "killed"
     return StoredRun(
         id=run_id,
         name=name,
@@ -396,20 +407,10 @@ def _stored_run(row: Sequence[Any]) -> StoredRun:
         host=host,
         pid=pid,
         git=json.loads(git),
-        system=json.loads(system),
+        system=parsed_system,
         config=json.loads(config),
         summary=json.loads(summary),
     )
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
 
 
 def _is_glob(pattern: str) -> bool:

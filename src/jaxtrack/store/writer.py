@@ -9,7 +9,11 @@ from a power loss within a second.
 
 A run started again with the same id continues where it stopped: its last
 step is the writer's ``resumed_step``, its status is ``running`` again, its
-hyperparameters and summary are merged. A step lower than steps already
+hyperparameters and summary are merged. One writer owns a run at a time
+(see [`jaxtrack.store.owner`][jaxtrack.store.owner]): continuing a run that
+another live writer holds is a [`RunInUseError`][jaxtrack.RunInUseError]
+unless ``take_over=True``, and a writer whose run was taken over writes
+nothing more ([`RunTakenOverError`][jaxtrack.RunTakenOverError]). A step lower than steps already
 stored (a restart from an older checkpoint) supersedes the stored values at
 that step and after: they move to the ``superseded_*`` tables, out of the
 run's history but not deleted.
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -36,9 +41,11 @@ import jax
 
 from jaxtrack._paths import safe_file_name
 from jaxtrack._version import __version__
+from jaxtrack.errors import RunInUseError, RunTakenOverError
 from jaxtrack.ids import validate_run_id
 from jaxtrack.store.codec import encode, json_text, to_summary
 from jaxtrack.store.location import default_store_path, store_dir
+from jaxtrack.store.owner import HEARTBEAT_SECS, Owner, pid_namespace
 from jaxtrack.store.schema import STATUSES, STEP_TABLES, connect
 
 SYNC_SECS = 1.0
@@ -61,6 +68,10 @@ class RunWriter:
         run_id: the run's id; an existing run with this id is continued.
         name: a human-readable name; a continued run keeps its name when none is given.
         project: the project the run is filed under; kept alike.
+        take_over: continue the run even if another live writer holds it; that
+            writer's later writes are refused (default: refuse, with a
+            [`RunInUseError`][jaxtrack.RunInUseError] naming the holder).
+        heartbeat_secs: how often the run's heartbeat is refreshed while nothing is written.
 
     Examples:
         >>> import os, tempfile
@@ -89,27 +100,46 @@ class RunWriter:
         run_id: str,
         name: str | None = None,
         project: str | None = None,
+        take_over: bool = False,
+        heartbeat_secs: float = HEARTBEAT_SECS,
     ) -> None:
         self.path = os.fspath(path) if path is not None else default_store_path()
         self.run_id = validate_run_id(run_id)
+        if not heartbeat_secs > 0:
+            raise ValueError(f"heartbeat_secs must be positive, got {heartbeat_secs!r}")
         self._lock = threading.RLock()
         self._key_ids: dict[str, int] = {}
         self._last_step = -1
         self._synced_at = time.monotonic()
         self._db: sqlite3.Connection | None = connect(self.path, create=True)
+        self._session = 0
         try:
-            self._run, self.resumed_step = self._start(name, project)
+            self._run, self.resumed_step = self._start(name, project, take_over)
         except BaseException:
             self._db.close()
             raise
         if self.resumed_step is not None:
             self._last_step = self.resumed_step
+        self._beat_at = time.time()
+        self._stopped = threading.Event()
+        # The thread holds the writer weakly: a writer dropped without close() is not kept alive by it.
+        self._heartbeat = threading.Thread(
+            target=_beat,
+            args=(weakref.ref(self), self._stopped, heartbeat_secs),
+            name=f"jaxtrack-heartbeat-{self.run_id}",
+            daemon=True,
+        )
+        self._heartbeat.start()
 
-    def _start(self, name: str | None, project: str | None) -> tuple[int, int | None]:
+    def _start(self, name: str | None, project: str | None, take_over: bool) -> tuple[int, int | None]:
         now = time.time()
         host, pid = socket.gethostname(), os.getpid()
         with self._transaction() as db:
-            row = db.execute("SELECT num, last_step FROM runs WHERE id = ?", (self.run_id,)).fetchone()
+            row = db.execute(
+                "SELECT num, last_step, status, host, pid, heartbeat, json_extract(system, '$.pid_namespace') "
+                "FROM runs WHERE id = ?",
+                (self.run_id,),
+            ).fetchone()
             if row is None:
                 cursor = db.execute(
                     "INSERT INTO runs (id, name, project, status, start_time, heartbeat, host, pid, git, system) "
@@ -123,17 +153,75 @@ class RunWriter:
                         host,
                         pid,
                         json_text(_git_info()),
-                        json_text(_system_info()),
+                        json_text({**_system_info(), "pid_namespace": pid_namespace()}),
                     ),
                 )
+                self._session = 1
+                _claim_run(self)
                 return int(cursor.lastrowid or 0), None
-            num, last_step = row
-            db.execute(
+            num, last_step, status, owner_host, owner_pid, heartbeat, namespace = row
+            if status == "running" and not take_over:
+                self._refuse_if_held(Owner(owner_host, owner_pid, namespace, heartbeat))
+            (self._session,) = db.execute(
                 "UPDATE runs SET status = 'running', end_time = NULL, heartbeat = ?, host = ?, pid = ?, "
-                "sessions = sessions + 1, name = coalesce(?, name), project = coalesce(?, project) WHERE num = ?",
-                (now, host, pid, name, project, num),
-            )
+                "system = json_set(system, '$.pid_namespace', ?), sessions = sessions + 1, "
+                "name = coalesce(?, name), project = coalesce(?, project) WHERE num = ? RETURNING sessions",
+                (now, host, pid, pid_namespace(), name, project, num),
+            ).fetchone()
+            _claim_run(self)
             return int(num), last_step
+
+    def _refuse_if_held(self, owner: Owner) -> None:
+        """Raises ``RunInUseError`` if ``owner`` still writes the run (in this process: a writer not closed)."""
+        if owner.is_this_process():
+            held = _is_claimed(self.path, self.run_id)  # else an earlier writer here was dropped unclosed
+        else:
+            held = owner.alive()
+        if held:
+            raise RunInUseError(
+                f"run {self.run_id!r} is being written by another writer: {owner.describe()} "
+                f"(store {self.path!r}). Finish that run first, give this one another run id, or pass "
+                "take_over=True to take the run from it (its later writes are then refused)"
+            )
+
+    def _claim(self, db: sqlite3.Connection, now: float, *, last_step: bool = False) -> None:
+        """Refreshes the heartbeat (and the last step) if this writer still owns the run; else raises."""
+        assignments = "heartbeat = ?, last_step = ?" if last_step else "heartbeat = ?"
+        values = (now, self._last_step) if last_step else (now,)
+        cursor = db.execute(
+            f"UPDATE runs SET {assignments} WHERE num = ? AND sessions = ?", (*values, self._run, self._session)
+        )
+        if cursor.rowcount == 0:
+            raise self._taken_over(db)
+        self._beat_at = now
+
+    def _taken_over(self, db: sqlite3.Connection) -> RunTakenOverError:
+        row = db.execute(
+            "SELECT host, pid, heartbeat, json_extract(system, '$.pid_namespace') FROM runs WHERE num = ?",
+            (self._run,),
+        ).fetchone()
+        holder = Owner(row[0], row[1], row[3], row[2]).describe() if row is not None else "the run was deleted"
+        return RunTakenOverError(
+            f"run {self.run_id!r} of store {self.path!r} was taken over by another writer ({holder}); "
+            "this writer records nothing more"
+        )
+
+    def _beat_now(self, interval: float) -> bool:
+        """Refreshes the heartbeat unless a write did lately; ``False`` once there is nothing more to beat for."""
+        with self._lock:
+            if self._db is None:
+                return False
+            now = time.time()
+            if now - self._beat_at < interval / 2:
+                return True
+            try:
+                with self._transaction() as db:
+                    self._claim(db, now)
+            except RunTakenOverError:
+                return False
+            except sqlite3.Error:
+                pass  # busy, or the disk is full: the next beat tries again
+            return True
 
     def write(self, values: Iterable[tuple[str, Any]], *, step: int) -> None:
         """Stores one report's ``(key, value)`` pairs at ``step``, in one transaction.
@@ -146,12 +234,15 @@ class RunWriter:
             now = time.time()
             with self._transaction() as db:
                 if step < self._last_step:
+                    self._claim(db, now)
                     self._supersede(db, step, now)
-                self._insert(db, values, step, now)
-                self._last_step = step  # the latest step, or where a rewind restarted the run
-                db.execute(
-                    "UPDATE runs SET last_step = ?, heartbeat = ? WHERE num = ?", (self._last_step, now, self._run)
-                )
+                previous, self._last_step = self._last_step, step  # the latest step, or where a rewind restarted
+                try:
+                    self._claim(db, now, last_step=True)  # first: a run taken over gets nothing
+                    self._insert(db, values, step, now)
+                except BaseException:
+                    self._last_step = previous
+                    raise
 
     def _insert(self, db: sqlite3.Connection, values: Iterable[tuple[str, Any]], step: int, now: float) -> None:
         rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in STEP_TABLES}
@@ -190,12 +281,10 @@ class RunWriter:
 
     def _merge_json(self, column: str, values: Mapping[str, Any]) -> None:
         with self._lock, self._transaction() as db:
+            self._claim(db, time.time())
             (stored,) = db.execute(f"SELECT {column} FROM runs WHERE num = ?", (self._run,)).fetchone()
             merged = {**json.loads(stored), **values}
-            db.execute(
-                f"UPDATE runs SET {column} = ?, heartbeat = ? WHERE num = ?",
-                (json_text(merged), time.time(), self._run),
-            )
+            db.execute(f"UPDATE runs SET {column} = ? WHERE num = ?", (json_text(merged), self._run))
 
     def add_artifact(
         self, artifact_path: str | os.PathLike[str], *, name: str | None = None, type: str | None = None
@@ -223,6 +312,7 @@ class RunWriter:
                 else:
                     shutil.copy2(source, copied)
                 with self._transaction() as db:
+                    self._claim(db, time.time())
                     (version,) = db.execute(
                         "SELECT coalesce(max(version), 0) + 1 FROM artifacts WHERE run = ? AND name = ?",
                         (self._run, name),
@@ -254,19 +344,19 @@ class RunWriter:
         """
         if status not in STATUSES or status == "running":
             raise ValueError(f"a run ends as 'finished', 'failed' or 'killed', not {status!r}")
+        self._stopped.set()
         with self._lock:
             if self._db is None:
                 return
             try:
                 now = time.time()
                 with self._transaction(sync=True) as db:
-                    db.execute(
-                        "UPDATE runs SET status = ?, end_time = ?, heartbeat = ? WHERE num = ?",
-                        (status, now, now, self._run),
-                    )
+                    self._claim(db, now)  # a run taken over is the new writer's to end
+                    db.execute("UPDATE runs SET status = ?, end_time = ? WHERE num = ?", (status, now, self._run))
             finally:
                 self._db.close()  # the last connection to close folds the WAL into the database
                 self._db = None
+                _release_run(self)
 
     @contextlib.contextmanager
     def _transaction(self, *, sync: bool = False) -> Iterator[sqlite3.Connection]:
@@ -299,6 +389,42 @@ class RunWriter:
 
     def __repr__(self) -> str:
         return f"RunWriter({self.path!r}, run_id={self.run_id!r})"
+
+
+def _beat(ref: weakref.ref[RunWriter], stopped: threading.Event, interval: float) -> None:
+    # Keeps the heartbeat fresh while nothing is written (a long evaluation, a compile), so
+    # other processes see the run's writer alive; every write refreshes it too.
+    while not stopped.wait(interval):
+        writer = ref()
+        if writer is None or not writer._beat_now(interval):
+            return
+        del writer
+
+
+_OPEN_RUNS: weakref.WeakValueDictionary[tuple[str, str], RunWriter] = weakref.WeakValueDictionary()
+"""The writers of this process not closed yet, by ``(store, run id)``."""
+_OPEN_RUNS_LOCK = threading.Lock()
+
+
+def _run_key(path: str, run_id: str) -> tuple[str, str]:
+    return os.path.realpath(path), run_id
+
+
+def _claim_run(writer: RunWriter) -> None:
+    with _OPEN_RUNS_LOCK:
+        _OPEN_RUNS[_run_key(writer.path, writer.run_id)] = writer
+
+
+def _release_run(writer: RunWriter) -> None:
+    with _OPEN_RUNS_LOCK:
+        key = _run_key(writer.path, writer.run_id)
+        if _OPEN_RUNS.get(key) is writer:
+            del _OPEN_RUNS[key]
+
+
+def _is_claimed(path: str, run_id: str) -> bool:
+    with _OPEN_RUNS_LOCK:
+        return _OPEN_RUNS.get(_run_key(path, run_id)) is not None
 
 
 def _git_info() -> dict[str, Any]:

@@ -43,6 +43,10 @@ class LocalTracker(Tracker):
         all_processes: in a multi-process run, every process writes a run of its
             own (``<run id>-process<i>``; give each host its own ``path`` unless the
             file system is one SQLite can lock across hosts), not only process 0.
+        take_over: continue the run even while another live process writes it
+            (that process's later writes are refused and reported as lost); by
+            default such a resume is a [`RunInUseError`][jaxtrack.RunInUseError]
+            naming the run, the host, the process and its last heartbeat.
 
     Examples:
         >>> import os, tempfile, jaxtrack as jt
@@ -69,6 +73,7 @@ class LocalTracker(Tracker):
         project: str | None = None,
         histogram_bins: int = DEFAULT_NUM_BINS,
         all_processes: bool = False,
+        take_over: bool = False,
     ) -> None:
         self.path = os.fspath(path) if path is not None else default_store_path()
         self.run_id = validate_run_id(run_id) if run_id is not None else new_run_id()
@@ -79,7 +84,7 @@ class LocalTracker(Tracker):
         self._writer: RunWriter | None = None  # None in a process that does not write
         if not writes(all_processes):
             return
-        self._writer = RunWriter(self.path, run_id=self.run_id, name=name, project=project)
+        self._writer = RunWriter(self.path, run_id=self.run_id, name=name, project=project, take_over=take_over)
         self.resumed_step = self._writer.resumed_step
 
     # jaxtrack calls these on the tracker's own thread, one at a time, with flat values already
@@ -133,7 +138,7 @@ class LocalConfig(TrackerConfig):
 
     Examples:
         >>> LocalConfig(path="runs/my.db", project="digits").to_dict()
-        {'type': 'local', 'path': 'runs/my.db', 'name': None, 'project': 'digits', 'histogram_bins': 64, 'all_processes': False}
+        {'type': 'local', 'path': 'runs/my.db', 'name': None, 'project': 'digits', 'histogram_bins': 64, 'all_processes': False, 'take_over': False}
     """
 
     path: str | None = None
@@ -141,6 +146,7 @@ class LocalConfig(TrackerConfig):
     project: str | None = None
     histogram_bins: int = DEFAULT_NUM_BINS
     all_processes: bool = False
+    take_over: bool = False
 
     def init(self, run_id: str | None) -> LocalTracker:
         return LocalTracker(
@@ -150,6 +156,7 @@ class LocalConfig(TrackerConfig):
             project=self.project,
             histogram_bins=self.histogram_bins,
             all_processes=self.all_processes,
+            take_over=self.take_over,
         )
 
 
