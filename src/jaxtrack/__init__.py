@@ -40,6 +40,7 @@ from jaxtrack.errors import (
     NestedTransformError,
     NoTrackerWarning,
     StopTraining,
+    StoreError,
     TrackerConfigError,
     TrackerError,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "NoTrackerWarning",
     "NoopTracker",
     "StopTraining",
+    "StoreError",
     "TrackedFunction",
     "Tracker",
     "TrackerConfig",
