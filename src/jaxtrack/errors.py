@@ -61,7 +61,7 @@ class BackendError(RuntimeError):
         tracker 'broken' failed in log at step 7 (strict mode): OSError: disk full
         broken log 7
         >>> print(caught[0].message)
-        jaxtrack: not everything logged reached every backend: broken.log failed x1
+        jaxtrack: not everything logged reached every backend: broken.log failed x1 at step 7 (last error: OSError: disk full)
     """
 
     def __init__(self, backend: str, method: str, step: int | None, error: BaseException) -> None:

@@ -117,9 +117,9 @@ def connect(path: str | os.PathLike[str], *, create: bool) -> sqlite3.Connection
     the schema, and an existing one is checked: it must be a jaxtrack store,
     intact (``PRAGMA quick_check``) and writable, so a bad store is refused
     before a run writes into it. Without, the file must already be a
-    jaxtrack store and is opened read-only, writing nothing: on a read-only
-    file system or in a directory the reader cannot write, it is read as it
-    is on the disk. Transactions are explicit (autocommit).
+    jaxtrack store and is opened to read only (SQLite's ``query_only``): on a
+    read-only file system, or when the file or its directory may not be
+    written, nothing at all is written, not even SQLite's WAL files beside it. Transactions are explicit (autocommit).
 
     A store that cannot be used is a [`StoreError`][jaxtrack.errors.StoreError]
     (a ``ValueError``) naming the file, what is wrong (another program's
@@ -158,7 +158,15 @@ def connect(path: str | os.PathLike[str], *, create: bool) -> sqlite3.Connection
 
 def _connect(path: str, *, create: bool) -> sqlite3.Connection:
     uri = pathlib.Path(path).absolute().as_uri()
-    uri += "?mode=rwc" if create else "?mode=ro" + ("&immutable=1" if _frozen(path) else "")
+    if create:
+        uri += "?mode=rwc"
+    elif _frozen(path):
+        uri += "?mode=ro&immutable=1"
+    elif os.access(path, os.W_OK) and os.access(store_dir(path), os.W_OK):
+        # Read-write but query-only: the last connection to close removes the WAL files, as a writer's does.
+        uri += "?mode=rw"
+    else:
+        uri += "?mode=ro"
     # Switching a new file to WAL and the first read of a WAL file can be refused at once, without
     # SQLite's busy handler, while another process does the same: retried here, within the same bound.
     deadline = time.monotonic() + BUSY_TIMEOUT_SECS
@@ -193,6 +201,7 @@ def _prepare(db: sqlite3.Connection, path: str, *, create: bool) -> None:
     if not create:
         if _store_version(db) != SCHEMA_VERSION:
             raise StoreError(f"{path!r} is not a jaxtrack run store", path=path, reason="not-a-store")
+        db.execute("PRAGMA query_only = 1")
         return
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = NORMAL")
@@ -269,6 +278,7 @@ def store_error(path: str, error: BaseException, doing: str) -> StoreError:
 
 
 def _corrupt_message(path: str, problem: str) -> str:
+    problem = " ".join(problem.split())  # quick_check's report spans lines
     return (
         f"{path!r} is corrupt ({problem}); jaxtrack will not write into it. Keep it as it is, recover what "
         f"can be read with `sqlite3 {path} .recover | sqlite3 recovered.db`, and start runs in a new store"
