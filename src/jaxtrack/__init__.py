@@ -42,6 +42,7 @@ from jaxtrack.errors import (
     RunInUseError,
     RunTakenOverError,
     StopTraining,
+    StoreError,
     TrackerConfigError,
     TrackerError,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "RunInUseError",
     "RunTakenOverError",
     "StopTraining",
+    "StoreError",
     "TrackedFunction",
     "Tracker",
     "TrackerConfig",

@@ -11,6 +11,8 @@ They are grouped by what went wrong, so one ``except`` names one problem:
   that cannot be used;
 - [`MissingExtraError`][jaxtrack.errors.MissingExtraError]: an optional package
   a backend needs is not installed;
+- [`StoreError`][jaxtrack.errors.StoreError]: a local run store that cannot be
+  opened, read or written (full, locked, read-only, corrupt, not a store);
 - [`NestedTransformError`][jaxtrack.errors.NestedTransformError]: ``jit_log``
   inside a transformation whose values cannot leave it;
 - [`StopTraining`][jaxtrack.errors.StopTraining]: raised by a callback to end
@@ -59,7 +61,7 @@ class BackendError(RuntimeError):
         tracker 'broken' failed in log at step 7 (strict mode): OSError: disk full
         broken log 7
         >>> print(caught[0].message)
-        jaxtrack: not everything logged reached every backend: broken.log failed x1
+        jaxtrack: not everything logged reached every backend: broken.log failed x1 at step 7 (last error: OSError: disk full)
     """
 
     def __init__(self, backend: str, method: str, step: int | None, error: BaseException) -> None:
@@ -178,6 +180,37 @@ class MissingExtraError(ImportError):
     """
 
 
+class StoreError(ValueError):
+    """A local run store that cannot be used: the message names the file, what is wrong and what to do.
+
+    ``path`` is the database file and ``reason`` one of ``"full"`` (its disk
+    is full), ``"locked"`` (another process held it past the timeout),
+    ``"read-only"`` (it cannot be written), ``"corrupt"``, ``"io"`` (the disk
+    failed a read or write), ``"not-a-store"`` (another program's file or a
+    newer jaxtrack's store) or ``"other"``. Raised when a tracker opens the
+    store (before training starts) and by a write that fails while the run
+    goes on (counted and reported by the pipeline, as any backend failure).
+    A ``ValueError``, as a store that cannot be opened always was.
+
+    Examples:
+        >>> import os, tempfile, jaxtrack as jt
+        >>> from jaxtrack.store import RunStore
+        >>> path = os.path.join(tempfile.mkdtemp(), "notes.db")
+        >>> with open(path, "w") as file:
+        ...     _ = file.write("not a database " * 100)
+        >>> try:
+        ...     RunStore(path)
+        ... except jt.StoreError as error:
+        ...     print(error.reason, error.path == path)
+        not-a-store True
+    """
+
+    def __init__(self, message: str, *, path: str, reason: str = "other") -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+
+
 class NestedTransformError(RuntimeError):
     """``jit_log`` was called inside a transformation nested in the traced step (scan, grad, vmap...).
 
@@ -292,6 +325,7 @@ __all__ = [
     "RunInUseError",
     "RunTakenOverError",
     "StopTraining",
+    "StoreError",
     "TrackerConfigError",
     "TrackerError",
 ]

@@ -240,7 +240,7 @@ def test_a_failing_tracker_is_logged_once_counted_and_does_not_stop_the_others(d
     health = rep.health.take(failing)
     assert health.failures == {"log": 3} and isinstance(health.last_error, OSError)
     assert "backend down at 2" in str(health.last_error)
-    assert health.describe() == "failing.log failed x3"
+    assert health.describe() == "failing.log failed x3 at steps 0-2 (last error: OSError: backend down at 2)"
     reports = [r for r in caplog.records if r.name == "jaxtrack" and "'failing'" in r.getMessage()]
     assert len(reports) == 1 and "at step 0" in reports[0].getMessage()
     assert reports[0].exc_info is not None

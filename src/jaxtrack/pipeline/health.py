@@ -42,25 +42,61 @@ DROP_REASONS = {
 class BackendHealth:
     """One backend's failures (by method) and losses (by reason) since its lane started or was last taken.
 
+    ``failed_steps`` holds, by method, the steps of the failed calls that had
+    one, as ranges ``[first, last]``; ``last_error`` is the latest failure.
+
     Examples:
         >>> health = BackendHealth("local", failures={"log": 2}, dropped={"behind": 5})
         >>> health.describe()
         'local.log failed x2; local: 5 report(s) dropped as it fell behind'
+        >>> health = BackendHealth("local", failures={"log": 4}, failed_steps={"log": [[3, 5], [9, 9]]},
+        ...                        last_error=OSError("disk full: runs.db"))
+        >>> health.describe()
+        'local.log failed x4 at steps 3-5, 9 (last error: OSError: disk full: runs.db)'
     """
 
     name: str
     failures: dict[str, int] = dataclasses.field(default_factory=dict)
     dropped: dict[str, int] = dataclasses.field(default_factory=dict)
     last_error: BaseException | None = None
+    failed_steps: dict[str, list[list[int]]] = dataclasses.field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.failures or self.dropped)
 
     def describe(self) -> str:
         """The counts in words, as the ``DataLossWarning`` at the end of a run names them (``""`` if none)."""
-        parts = [f"{self.name}.{method} failed x{count}" for method, count in self.failures.items()]
+        parts = [
+            f"{self.name}.{method} failed x{count}{_steps_in_words(self.failed_steps.get(method, []))}"
+            for method, count in self.failures.items()
+        ]
+        if parts and self.last_error is not None:
+            error = f"{type(self.last_error).__name__}: {self.last_error}"
+            parts[-1] += f" (last error: {error if len(error) <= _ERROR_CHARS else error[: _ERROR_CHARS - 3] + '...'})"
         parts += [f"{self.name}: {count} {DROP_REASONS[reason]}" for reason, count in self.dropped.items()]
         return "; ".join(parts)
+
+    def add_failed_step(self, method: str, step: int) -> None:
+        """Adds ``step`` to the failed steps of ``method``, merged into the ranges (at most ``_MAX_RANGES`` kept)."""
+        ranges = self.failed_steps.setdefault(method, [])
+        if ranges and ranges[-1][0] <= step <= ranges[-1][1] + 1:
+            ranges[-1][1] = max(ranges[-1][1], step)
+        elif len(ranges) < _MAX_RANGES:
+            ranges.append([step, step])
+
+
+_MAX_RANGES = 1000  # steps of failed calls kept per method, as ranges: bounded memory for a backend that fails at every other step
+_SHOWN_RANGES = 5  # ranges the warning names; it counts the others
+_ERROR_CHARS = 500  # the last error is cut to this length in the warning
+
+
+def _steps_in_words(ranges: list[list[int]]) -> str:
+    if not ranges:
+        return ""
+    shown = ", ".join(f"{first}-{last}" if last > first else f"{first}" for first, last in ranges[:_SHOWN_RANGES])
+    more = f" and {len(ranges) - _SHOWN_RANGES} more range(s)" if len(ranges) > _SHOWN_RANGES else ""
+    word = "step" if len(ranges) == 1 and ranges[0][0] == ranges[0][1] else "steps"
+    return f" at {word} {shown}{more}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +153,8 @@ class Health:
             first = method not in health.failures
             health.failures[method] = health.failures.get(method, 0) + 1
             health.last_error = error
+            if step is not None:
+                health.add_failed_step(method, step)
             self.total += 1
             self.counts[backend.name, method] = self.counts.get((backend.name, method), 0) + 1
             if id(backend) in self._strict:
@@ -151,7 +189,12 @@ class Health:
             health = self._by_backend.get(id(backend))
             if health is None:
                 return BackendHealth(backend.name)
-            return dataclasses.replace(health, failures=dict(health.failures), dropped=dict(health.dropped))
+            return dataclasses.replace(
+                health,
+                failures=dict(health.failures),
+                dropped=dict(health.dropped),
+                failed_steps={method: [list(r) for r in ranges] for method, ranges in health.failed_steps.items()},
+            )
 
     def watch_strict(self, backends: list[Any]) -> None:
         """Queues the failures of ``backends`` from now on, to be raised on the training thread."""

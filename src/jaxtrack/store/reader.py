@@ -16,19 +16,23 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import functools
 import json
 import math
 import os
-from collections.abc import Sequence
-from typing import Any
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
 from jaxtrack.store.codec import decode
 from jaxtrack.store.location import default_store_path, store_dir
 from jaxtrack.store.owner import STALE_AFTER_SECS, Owner
-from jaxtrack.store.schema import STEP_TABLES, VALUE_COLUMNS, connect
+from jaxtrack.store.schema import STEP_TABLES, VALUE_COLUMNS, connect, store_error
 from jaxtrack.values import Histogram
+
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +102,10 @@ class RunStore:
 
     Args:
         path: the database; default [`default_store_path`][jaxtrack.store.location.default_store_path]. A missing file is
-            a ``FileNotFoundError``, a file that is not a jaxtrack store a ``ValueError``.
+            a ``FileNotFoundError``; a file that is not a jaxtrack store, or one SQLite finds corrupt
+            while reading it, a [`StoreError`][jaxtrack.errors.StoreError] (a ``ValueError``) naming it.
+            A store that may not be written (a read-only file, directory or file system) is read
+            without writing anything.
         stale_after_secs: a ``running`` run whose writer cannot be checked directly
             (another host, another PID namespace) reads as ``killed`` once its
             heartbeat is older than this.
@@ -366,6 +373,23 @@ class RunStore:
     def __repr__(self) -> str:
         return f"RunStore({self.path!r})"
 
+
+def _naming_the_store(method: Callable[..., _T]) -> Callable[..., _T]:
+    """``method`` of a ``RunStore``, with SQLite's errors ("database disk image is malformed") as a ``StoreError`` naming the file."""
+
+    @functools.wraps(method)
+    def read(self: RunStore, *args: Any, **kwargs: Any) -> _T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as error:
+            raise store_error(self.path, error, "reading it") from error
+
+    return read
+
+
+for _method in ("runs", "run", "keys", "history", "scalars", "histograms", "metric_stats", "summary", "config",
+                "artifacts", "superseded", "select_keys"):  # fmt: skip
+    setattr(RunStore, _method, _naming_the_store(getattr(RunStore, _method)))
 
 _KINDS = {"scalars": "scalar", "texts": "text", "histograms": "histogram", "images": "image"}
 _RUN_COLUMNS = "id, name, project, status, start_time, end_time, heartbeat, last_step, sessions, host, pid, git, system, config, summary"

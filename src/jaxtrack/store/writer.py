@@ -34,22 +34,26 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import jax
 
 from jaxtrack._paths import safe_file_name
 from jaxtrack._version import __version__
-from jaxtrack.errors import RunInUseError, RunTakenOverError
+from jaxtrack.errors import RunInUseError, RunTakenOverError, StoreError
 from jaxtrack.ids import validate_run_id
 from jaxtrack.store.codec import encode, json_text, to_summary
 from jaxtrack.store.location import default_store_path, store_dir
 from jaxtrack.store.owner import HEARTBEAT_SECS, Owner, pid_namespace
-from jaxtrack.store.schema import STATUSES, STEP_TABLES, connect
+from jaxtrack.store.schema import BUSY_TIMEOUT_SECS, STATUSES, STEP_TABLES, connect, store_error
 
 SYNC_SECS = 1.0
 """Commits are synced to the disk at least this often while a run writes."""
+
+_T = TypeVar("_T")
+_CHECKPOINT_WAIT_MS = 1000  # how long emptying the log after a full disk waits for another process's reader
+_LOW_ROOM_CHECKPOINT_PAGES = 16  # after a full disk, the log is folded in every 16 pages (SQLite's default: 1,000)
 
 
 class RunWriter:
@@ -111,13 +115,16 @@ class RunWriter:
         self._key_ids: dict[str, int] = {}
         self._last_step = -1
         self._synced_at = time.monotonic()
+        self._reopen = False  # a failed write left the connection unusable: a new one is opened first
+        self._full = False  # a write failed for a full disk: the log is emptied before the next one
         self._db: sqlite3.Connection | None = connect(self.path, create=True)
         self._session = 0
         try:
-            self._run, self.resumed_step = self._start(name, project, take_over)
+            self._run, self.resumed_step = self._commit(lambda db: self._start(db, name, project, take_over))
         except BaseException:
             self._db.close()
             raise
+        _claim_run(self)
         if self.resumed_step is not None:
             self._last_step = self.resumed_step
         self._beat_at = time.time()
@@ -131,45 +138,44 @@ class RunWriter:
         )
         self._heartbeat.start()
 
-    def _start(self, name: str | None, project: str | None, take_over: bool) -> tuple[int, int | None]:
+    def _start(
+        self, db: sqlite3.Connection, name: str | None, project: str | None, take_over: bool
+    ) -> tuple[int, int | None]:
         now = time.time()
         host, pid = socket.gethostname(), os.getpid()
-        with self._transaction() as db:
-            row = db.execute(
-                "SELECT num, last_step, status, host, pid, heartbeat, json_extract(system, '$.pid_namespace') "
-                "FROM runs WHERE id = ?",
-                (self.run_id,),
-            ).fetchone()
-            if row is None:
-                cursor = db.execute(
-                    "INSERT INTO runs (id, name, project, status, start_time, heartbeat, host, pid, git, system) "
-                    "VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
-                    (
-                        self.run_id,
-                        name,
-                        project,
-                        now,
-                        now,
-                        host,
-                        pid,
-                        json_text(_git_info()),
-                        json_text({**_system_info(), "pid_namespace": pid_namespace()}),
-                    ),
-                )
-                self._session = 1
-                _claim_run(self)
-                return int(cursor.lastrowid or 0), None
-            num, last_step, status, owner_host, owner_pid, heartbeat, namespace = row
-            if status == "running" and not take_over:
-                self._refuse_if_held(Owner(owner_host, owner_pid, namespace, heartbeat))
-            (self._session,) = db.execute(
-                "UPDATE runs SET status = 'running', end_time = NULL, heartbeat = ?, host = ?, pid = ?, "
-                "system = json_set(system, '$.pid_namespace', ?), sessions = sessions + 1, "
-                "name = coalesce(?, name), project = coalesce(?, project) WHERE num = ? RETURNING sessions",
-                (now, host, pid, pid_namespace(), name, project, num),
-            ).fetchone()
-            _claim_run(self)
-            return int(num), last_step
+        row = db.execute(
+            "SELECT num, last_step, status, host, pid, heartbeat, json_extract(system, '$.pid_namespace') "
+            "FROM runs WHERE id = ?",
+            (self.run_id,),
+        ).fetchone()
+        if row is None:
+            cursor = db.execute(
+                "INSERT INTO runs (id, name, project, status, start_time, heartbeat, host, pid, git, system) "
+                "VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                (
+                    self.run_id,
+                    name,
+                    project,
+                    now,
+                    now,
+                    host,
+                    pid,
+                    json_text(_git_info()),
+                    json_text({**_system_info(), "pid_namespace": pid_namespace()}),
+                ),
+            )
+            self._session = 1
+            return int(cursor.lastrowid or 0), None
+        num, last_step, status, owner_host, owner_pid, heartbeat, namespace = row
+        if status == "running" and not take_over:
+            self._refuse_if_held(Owner(owner_host, owner_pid, namespace, heartbeat))
+        (self._session,) = db.execute(
+            "UPDATE runs SET status = 'running', end_time = NULL, heartbeat = ?, host = ?, pid = ?, "
+            "system = json_set(system, '$.pid_namespace', ?), sessions = sessions + 1, "
+            "name = coalesce(?, name), project = coalesce(?, project) WHERE num = ? RETURNING sessions",
+            (now, host, pid, pid_namespace(), name, project, num),
+        ).fetchone()
+        return int(num), last_step
 
     def _refuse_if_held(self, owner: Owner) -> None:
         """Raises ``RunInUseError`` if ``owner`` still writes the run (in this process: a writer not closed)."""
@@ -184,12 +190,10 @@ class RunWriter:
                 "take_over=True to take the run from it (its later writes are then refused)"
             )
 
-    def _claim(self, db: sqlite3.Connection, now: float, *, last_step: bool = False) -> None:
-        """Refreshes the heartbeat (and the last step) if this writer still owns the run; else raises."""
-        assignments = "heartbeat = ?, last_step = ?" if last_step else "heartbeat = ?"
-        values = (now, self._last_step) if last_step else (now,)
+    def _claim(self, db: sqlite3.Connection, now: float) -> None:
+        """Refreshes the heartbeat if this writer still owns the run (in ``db``'s transaction); else raises."""
         cursor = db.execute(
-            f"UPDATE runs SET {assignments} WHERE num = ? AND sessions = ?", (*values, self._run, self._session)
+            "UPDATE runs SET heartbeat = ? WHERE num = ? AND sessions = ?", (now, self._run, self._session)
         )
         if cursor.rowcount == 0:
             raise self._taken_over(db)
@@ -215,11 +219,10 @@ class RunWriter:
             if now - self._beat_at < interval / 2:
                 return True
             try:
-                with self._transaction() as db:
-                    self._claim(db, now)
+                self._commit(lambda db: self._claim(db, now))
             except RunTakenOverError:
                 return False
-            except sqlite3.Error:
+            except StoreError:
                 pass  # busy, or the disk is full: the next beat tries again
             return True
 
@@ -229,20 +232,29 @@ class RunWriter:
         A value already stored for a key at ``step`` is replaced. A ``step``
         below the latest one written supersedes the values at ``step`` and
         after (of every key) first: the run restarts from there.
+
+        A write that fails (a full disk, a disk error, the store locked past
+        its timeout) stores nothing of the report and raises
+        [`StoreError`][jaxtrack.errors.StoreError] naming the file; the
+        writer goes on as if the report had not been made, so the next one is
+        stored at its own step under its own keys. After a full disk, the
+        write-ahead log is folded into the database and emptied, and the
+        report tried once more: logging resumes by itself as soon as the disk
+        has room for the report.
         """
+        pairs = list(values)  # tried twice after a full disk: an iterator would be spent
         with self._lock:
             now = time.time()
-            with self._transaction() as db:
+
+            def body(db: sqlite3.Connection) -> None:
+                self._claim(db, now)  # first: a run taken over gets nothing
                 if step < self._last_step:
-                    self._claim(db, now)
                     self._supersede(db, step, now)
-                previous, self._last_step = self._last_step, step  # the latest step, or where a rewind restarted
-                try:
-                    self._claim(db, now, last_step=True)  # first: a run taken over gets nothing
-                    self._insert(db, values, step, now)
-                except BaseException:
-                    self._last_step = previous
-                    raise
+                self._insert(db, pairs, step, now)
+                db.execute("UPDATE runs SET last_step = ? WHERE num = ?", (step, self._run))
+
+            self._commit(body)
+            self._last_step = step  # the latest step, or where a rewind restarted the run: once it is stored
 
     def _insert(self, db: sqlite3.Connection, values: Iterable[tuple[str, Any]], step: int, now: float) -> None:
         rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in STEP_TABLES}
@@ -280,11 +292,14 @@ class RunWriter:
         self._merge_json("config", values)
 
     def _merge_json(self, column: str, values: Mapping[str, Any]) -> None:
-        with self._lock, self._transaction() as db:
+        def body(db: sqlite3.Connection) -> None:
             self._claim(db, time.time())
             (stored,) = db.execute(f"SELECT {column} FROM runs WHERE num = ?", (self._run,)).fetchone()
             merged = {**json.loads(stored), **values}
             db.execute(f"UPDATE runs SET {column} = ? WHERE num = ?", (json_text(merged), self._run))
+
+        with self._lock:
+            self._commit(body)
 
     def add_artifact(
         self, artifact_path: str | os.PathLike[str], *, name: str | None = None, type: str | None = None
@@ -333,14 +348,20 @@ class RunWriter:
     def flush(self) -> None:
         """Folds the write-ahead log into the database as far as no reader holds it back (a no-op once closed)."""
         with self._lock:
-            if self._db is not None:
-                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            if self._db is not None and not self._reopen:
+                try:
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as error:
+                    raise store_error(self.path, error, f"flushing run {self.run_id!r}") from error
                 self._synced_at = time.monotonic()
 
     def close(self, status: str = "finished") -> None:
         """Records how the run ended (``finished``, ``failed`` or ``killed``), synced, and closes the store.
 
-        Calling it again does nothing.
+        Calling it again does nothing. When the status cannot be written (the
+        disk still full after the write-ahead log is emptied), the store is
+        closed all the same and a [`StoreError`][jaxtrack.errors.StoreError]
+        says so; the run then reads as ``killed`` once its process has ended.
         """
         if status not in STATUSES or status == "running":
             raise ValueError(f"a run ends as 'finished', 'failed' or 'killed', not {status!r}")
@@ -348,38 +369,125 @@ class RunWriter:
         with self._lock:
             if self._db is None:
                 return
+            now = time.time()
+
+            def body(db: sqlite3.Connection) -> None:
+                self._claim(db, now)  # a run taken over is the new writer's to end
+                db.execute("UPDATE runs SET status = ?, end_time = ? WHERE num = ?", (status, now, self._run))
+
             try:
-                now = time.time()
-                with self._transaction(sync=True) as db:
-                    self._claim(db, now)  # a run taken over is the new writer's to end
-                    db.execute("UPDATE runs SET status = ?, end_time = ? WHERE num = ?", (status, now, self._run))
+                self._commit(body, sync=True)
+            except StoreError as error:
+                raise StoreError(
+                    f"run {self.run_id!r} could not be recorded as {status!r}, it reads as 'running' until its "
+                    f"process ends, then 'killed': {error}",
+                    path=error.path,
+                    reason=error.reason,
+                ) from error.__cause__
             finally:
                 self._db.close()  # the last connection to close folds the WAL into the database
                 self._db = None
                 _release_run(self)
 
+    def _commit(self, body: Callable[[sqlite3.Connection], _T], *, sync: bool = False) -> _T:
+        """``body(db)`` in one transaction; after a full disk or a disk error, tried again once room is made.
+
+        Once a write failed so, each later one first empties the write-ahead
+        log (see ``_recover``) until that succeeds: the room that comes back
+        goes to the database, not to a log that would fill it again.
+        """
+        if self._full:
+            self._recover()
+        try:
+            with self._transaction(sync=sync) as db:
+                return body(db)
+        except StoreError as error:
+            if error.reason not in ("full", "io"):
+                raise
+            self._full = True
+            if not self._recover():
+                raise
+        with self._transaction(sync=sync) as db:
+            return body(db)
+
+    def _recover(self) -> bool:
+        """Makes room after a failed write: folds the write-ahead log into the database and truncates it.
+
+        A full disk leaves the log as long as the disk allowed, and SQLite
+        only folds it in at a checkpoint after a commit that grew it past 1,000
+        pages (4 MB): with less room back than that, the log grows to fill the
+        disk again before any checkpoint, and no room is left for the
+        checkpoint to grow the database. So once emptied, the log is folded
+        in every few pages for the rest of the run: it stays at the size it
+        reached, and what room there is goes to the values. A connection the
+        failure left unusable is replaced (or marked to be, at the next write,
+        while the store cannot be opened). Returns whether the log was emptied.
+        """
+        if not self._reopen and self._db is not None:
+            db = self._db
+            try:
+                # Another process's reader may hold the log: waited for briefly, not for the busy timeout.
+                db.execute(f"PRAGMA busy_timeout = {_CHECKPOINT_WAIT_MS}")
+                try:
+                    busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                finally:
+                    db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECS * 1000)}")
+            except sqlite3.Error as error:
+                if store_error(self.path, error, "").reason in ("full", "locked"):
+                    return False  # no room yet: the next write tries again
+            else:
+                self._full = bool(busy)
+                if not busy:
+                    db.execute(f"PRAGMA wal_autocheckpoint = {_LOW_ROOM_CHECKPOINT_PAGES}")
+                return not busy
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+            self._reopen = True
+        try:
+            self._db = connect(self.path, create=True)
+        except StoreError:
+            return False
+        self._db.execute(f"PRAGMA wal_autocheckpoint = {_LOW_ROOM_CHECKPOINT_PAGES}")
+        self._reopen = self._full = False
+        return True
+
     @contextlib.contextmanager
     def _transaction(self, *, sync: bool = False) -> Iterator[sqlite3.Connection]:
-        db = self._db
-        if db is None:
+        """One transaction; when it fails, it is rolled back and every cache forgets what it did.
+
+        SQLite's errors are a ``StoreError`` naming the file. A ``COMMIT`` that
+        fails (a full disk) has rolled the transaction back: the key ids it
+        cached name nothing stored, and new keys would be given them.
+        """
+        if self._db is None:
             raise RuntimeError(f"the RunWriter of run {self.run_id!r} is closed")
+        if self._reopen:  # the last failure left the connection unusable, and the store could not be opened since
+            self._db = connect(self.path, create=True)
+            self._reopen = False
+        db = self._db
         sync = sync or time.monotonic() - self._synced_at >= SYNC_SECS
-        if sync:
-            # In WAL mode a FULL commit fsyncs the log, and with it every commit before.
-            db.execute("PRAGMA synchronous = FULL")
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                self._key_ids.clear()  # keys inserted by the rolled-back transaction are gone
-                raise
-            db.execute("COMMIT")
-        finally:
             if sync:
-                db.execute("PRAGMA synchronous = NORMAL")
-                self._synced_at = time.monotonic()
+                # In WAL mode a FULL commit fsyncs the log, and with it every commit before.
+                db.execute("PRAGMA synchronous = FULL")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except BaseException:
+                    self._key_ids.clear()  # keys the transaction inserted are not stored
+                    if db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):  # the error to raise is the one that failed
+                            db.execute("ROLLBACK")
+                    raise
+            finally:
+                if sync:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("PRAGMA synchronous = NORMAL")
+                    self._synced_at = time.monotonic()
+        except sqlite3.Error as error:
+            raise store_error(self.path, error, f"writing run {self.run_id!r}") from error
 
     def __enter__(self) -> RunWriter:
         return self
