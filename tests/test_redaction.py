@@ -9,6 +9,8 @@ bytes of every file a backend wrote are searched for the secrets too.
 
 from __future__ import annotations
 
+import argparse
+import base64
 import dataclasses
 import logging
 import os
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
+import numpy as np
 import pytest
 import wandb
 import yaml
@@ -33,6 +36,7 @@ from jaxtrack.trackers.clu import from_metric_writer
 from jaxtrack.trackers.local import LocalTracker
 from jaxtrack.trackers.tensorboard import TensorboardTracker
 from jaxtrack.trackers.wandb import WandbTracker
+from support.backends import wandb_offline
 from support.recording import RecordingTracker
 from support.wandb_files import read_run
 
@@ -368,3 +372,215 @@ def test_credentials_inside_non_dict_values_never_reach_a_user_tracker(make: Any
         jt.log_hyperparameters(make())
         assert jt.flush(timeout=60)
     assert "SECRET" not in repr(recording.hparams)
+
+
+# ---- 5. credentials found by their value, whatever the key ---------------------------------------
+# Fakes in the real formats: each is what the format's rule must catch (AWS's own documented example id).
+
+OPENAI_KEY = "sk-proj-Zq81xTb4Lm0pQ2wE9rT7yU3iO5aS6dF8gH1jK4lZ"
+ANTHROPIC_KEY = "sk-ant-api03-FAKEfake0123456789FAKEfake0123456789-AbCd_EfGh"
+GITHUB_TOKEN = "ghp_FAKEfakeFAKEfake0123456789abcdefABCD"
+GITHUB_PAT = "github_pat_11FAKEFAKE0abcdefghijkl_mnopqrstuvwxyz0123456789ABCDEFGHIJ"
+SLACK_TOKEN = "xoxb-1234567890-1234567890123-FaKeFaKeFaKeFaKeFaKeFaKe"
+AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.Zq81xT-fAkEsIgNaTuRe_0123456789abcdef"
+HF_TOKEN = "hf_FaKeFaKeFaKeFaKeFaKeFaKeFaKeFaKeFa"
+PEM = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAFAKE\nFAKEFAKEFAKE==\n-----END OPENSSH PRIVATE KEY-----"
+
+SECRET_TEXTS = {
+    # passwords inside URLs: the URL is kept, its password goes
+    "postgres": ("postgres://u:pw@h/db", "postgres://u:[redacted]@h/db"),
+    "postgres-port": (
+        "postgresql://train:Zq81xT@db.internal:5432/runs",
+        "postgresql://train:[redacted]@db.internal:5432/runs",
+    ),
+    "redis-no-user": ("redis://:s3cretpw@cache:6379/0", "redis://:[redacted]@cache:6379/0"),
+    "at-in-password": ("https://alice:p@ss@host/x", "https://alice:[redacted]@host/x"),
+    "mongodb-srv": (
+        "mongodb+srv://admin:hunter2@cluster0.mongodb.net/?retryWrites=true",
+        "mongodb+srv://admin:[redacted]@cluster0.mongodb.net/?retryWrites=true",
+    ),
+    "in-a-sentence": (
+        "writing to mysql://root:toor@10.0.0.2/db now",
+        "writing to mysql://root:[redacted]@10.0.0.2/db now",
+    ),
+    # keys given as a URL's user, webhooks, signed URLs
+    "sentry-dsn": (
+        "https://0123456789abcdef0123456789abcdef@o123.ingest.sentry.io/1",
+        "https://[redacted]@o123.ingest.sentry.io/1",
+    ),
+    "slack-webhook": (
+        "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+        "https://hooks.slack.com/services/[redacted]",
+    ),
+    "discord-webhook": (
+        "https://discord.com/api/webhooks/1234567/FaKeToKeN",
+        "https://discord.com/api/webhooks/[redacted]",
+    ),
+    "query-token": (
+        "https://api.example.com/v1?access_token=abc123&page=2",
+        "https://api.example.com/v1?access_token=[redacted]&page=2",
+    ),
+    "query-key": ("https://maps.example.com/api?key=Zq81xTb4&q=1", "https://maps.example.com/api?key=[redacted]&q=1"),
+    "s3-presigned": (
+        "https://b.s3.amazonaws.com/k?X-Amz-Credential=ID%2F20240101&X-Amz-Signature=abc123def",
+        "https://b.s3.amazonaws.com/k?X-Amz-Credential=[redacted]&X-Amz-Signature=[redacted]",
+    ),
+    # connection strings
+    "azure-storage": (
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=Zm9vYmFy+/Zm9v==;EndpointSuffix=core.windows.net",
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=[redacted];EndpointSuffix=core.windows.net",
+    ),
+    "azure-sas": (
+        "BlobEndpoint=https://a.blob.core.windows.net/;SharedAccessSignature=sv=2022-11-02&ss=b&sig=AbC%2Bdef%3D",
+        "BlobEndpoint=https://a.blob.core.windows.net/;SharedAccessSignature=[redacted]&ss=b&sig=[redacted]",
+    ),
+    "azure-service-bus": (
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKey=abcDEF123+/=",
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKey=[redacted]",
+    ),
+    "odbc": ("Server=db;Database=train;Uid=sa;Pwd=Hunter2!;", "Server=db;Database=train;Uid=sa;Pwd=[redacted];"),
+    # headers and schemes
+    "bearer": (f"Bearer {JWT}", "Bearer [redacted]"),
+    "bearer-opaque": ("bearer abcdef0123456789", "bearer [redacted]"),
+    "authorization-header": ("Authorization: Token 0123456789abcdef", "Authorization: [redacted]"),
+    "basic": ("Basic dXNlcjpodW50ZXIy", "Basic [redacted]"),
+    # a credential's name next to its value, in any notation
+    "env-line": ("OPENAI_API_KEY=hunter2", "OPENAI_API_KEY=[redacted]"),
+    "cli-flag": ("python train.py --password hunter2 --lr 0.1", "python train.py --password [redacted] --lr 0.1"),
+    "cli-flag-equals": ("--wandb-api-key=abc123 --lr=0.1", "--wandb-api-key=[redacted] --lr=0.1"),
+    "json": ('{"api_key": "abc123", "lr": 0.1}', '{"api_key": "[redacted]", "lr": 0.1}'),
+    "yaml": ("wandb:\n  api_key: abc123\n  project: p\n", "wandb:\n  api_key: [redacted]\n  project: p\n"),
+    "repr": ("Settings(api_key='abc123', lr=0.1)", "Settings(api_key='[redacted]', lr=0.1)"),
+    "nested-note": ("note: password=hunter2", "note: password=[redacted]"),
+    "quoted-with-spaces": ('passphrase = "correct horse battery" ok', 'passphrase = "[redacted]" ok'),
+    "quoted-flag": ('--password "two words" --lr 1', '--password "[redacted]" --lr 1'),
+    "yaml-line": ("passphrase: correct horse battery staple\nlr: 0.1", "passphrase: [redacted]\nlr: 0.1"),
+    "json-header": ('{"Authorization": "Token abc def"}', '{"Authorization": "[redacted]"}'),
+    # known token formats, alone and inside text
+    "openai": (OPENAI_KEY, REDACTED),
+    "anthropic": (ANTHROPIC_KEY, REDACTED),
+    "github": (GITHUB_TOKEN, REDACTED),
+    "github-pat": (GITHUB_PAT, REDACTED),
+    "slack": (SLACK_TOKEN, REDACTED),
+    "aws": (AWS_KEY_ID, REDACTED),
+    "jwt": (JWT, REDACTED),
+    "hugging-face": (HF_TOKEN, REDACTED),
+    "google": ("AIzaSyFAKEfake0123456789FAKEfake0123456", REDACTED),
+    "pem": (PEM, REDACTED),
+    "pgp": (
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBFAKE\n-----END PGP PRIVATE KEY BLOCK-----\nrest",
+        f"{REDACTED}\nrest",
+    ),
+    "token-in-text": (f"evaluated with {OPENAI_KEY} on 3 tasks", "evaluated with [redacted] on 3 tasks"),
+    "clone-url": (f"https://{GITHUB_TOKEN}@github.com/org/repo.git", "https://[redacted]@github.com/org/repo.git"),
+}
+
+
+@pytest.mark.parametrize(("text", "expected"), SECRET_TEXTS.values(), ids=SECRET_TEXTS.keys())
+def test_credentials_in_text_are_redacted_whatever_the_key(text: str, expected: str) -> None:
+    assert redact({"note": text}) == {"note": expected}
+    assert redact({"runs": [{"env": {"VALUE": text}}]}) == {"runs": [{"env": {"VALUE": expected}}]}
+
+
+KEPT_TEXTS = [
+    "gpt2",
+    "meta-llama/Llama-2-7b",
+    "meta-llama/Llama-2-7b-chat-hf",
+    "openai/whisper-large-v3",
+    "9fceb02d0ae598e95dc970b74767f19372d61af8",  # a git commit
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",  # a SHA-256 of a data set
+    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    "550e8400-e29b-41d4-a716-446655440000",
+    "dGhpcyBpcyBqdXN0IGRhdGE=",  # base64 of data
+    "sk-learn",
+    "scikit-learn",
+    "sk-learn-style-estimator-2",
+    "skip_keys",
+    "hf_hub_download",
+    "hf://datasets/imdb",
+    "https://huggingface.co/meta-llama/Llama-2-7b",
+    "https://wandb.ai/entity/project/runs/abc123",
+    "http://localhost:8080/v1/completions",
+    "https://user@example.com/path",
+    "https://firstname.lastname@git.example.com/repo.git",
+    "git@github.com:org/repo.git",
+    "ssh://git@github.com/org/repo.git",
+    "s3://bucket/train-00001-of-00064.tfrecord",
+    "postgres://localhost/db",
+    "user@example.com",
+    "epoch 3: loss=0.52, acc=0.91, lr=3e-4",
+    "max_tokens=4096",
+    "eos_token=</s>",
+    "tokenizer: gpt2",
+    "token_budget: 1000000",
+    "rng_key: 0",
+    "--use_auth_token --lr 1",
+    "Basic settings for everyone",
+    "bearer of bad news",
+    "time: 12:30:45",
+    "AKIA",
+    "xoxo",
+]
+
+
+@pytest.mark.parametrize("text", KEPT_TEXTS)
+def test_look_alikes_of_credentials_stay_readable(text: str) -> None:
+    assert redact({"note": text}) == {"note": text}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "OPENAI_KEY",
+        "ssh_key",
+        "jwt",
+        "GITHUB_PAT",
+        "SENTRY_DSN",
+        "AccountKey",
+        "SharedAccessSignature",
+        "basic_auth",
+        "auth",
+    ],
+)
+def test_more_credential_names(key: str) -> None:
+    assert is_secret_key(key)
+    assert redact({key: "Zq81xT"}) == {key: REDACTED}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "skip_keys",
+        "rng_key",
+        "dropout_key",
+        "sort_key",
+        "token_budget",
+        "num_keys",
+        "openai_model",
+        "auth_method",
+        "author",
+    ],
+)
+def test_more_ordinary_names(key: str) -> None:
+    assert not is_secret_key(key)
+
+
+def test_a_string_subclass_keeps_its_type_unless_it_holds_a_credential() -> None:
+    import enum
+
+    class Mode(enum.StrEnum):
+        FAST = "fast"
+
+    redacted = redact({"mode": Mode.FAST})
+    assert redacted["mode"] is Mode.FAST
+
+
+@pytest.mark.timeout(60)
+def test_pathological_text_is_redacted_in_linear_time() -> None:
+    # Every rule is anchored so that a text costs a few passes: these take well under a second each, and
+    # hours with a rule that backtracks over the text at every position (quadratic in its length).
+    n = 100_000
+    texts = ["a=" * n, "sk-" + "a-" * n, "eyJaaaaaaaaaa." * (n // 7), "a://b:" + "c@" * n, "x" * 2 * n + ":"]
+    for text in texts:
+        assert isinstance(redact({"note": text})["note"], str)
