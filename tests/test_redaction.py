@@ -584,3 +584,199 @@ def test_pathological_text_is_redacted_in_linear_time() -> None:
     texts = ["a=" * n, "sk-" + "a-" * n, "eyJaaaaaaaaaa." * (n // 7), "a://b:" + "c@" * n, "x" * 2 * n + ":"]
     for text in texts:
         assert isinstance(redact({"note": text})["note"], str)
+
+
+# ---- 6. text values, summaries and hyperparameters shown by their repr, through the pipeline ----
+
+
+class OpaqueSettings:
+    """A settings object that is neither a mapping nor a dataclass (as a pydantic model): logged as its repr."""
+
+    def __repr__(self) -> str:
+        return "OpaqueSettings(api_key='Zq81xT-repr', endpoint='https://svc:Zq81xT-pw@svc.internal')"
+
+
+def test_text_values_summaries_and_captions_reach_no_backend_with_a_credential() -> None:
+    recording = RecordingTracker()
+    image = jt.Image(np.zeros((2, 2), np.uint8), caption=f"sample by {HF_TOKEN}")
+    with jt.current_tracker(recording):
+        jt.log({"loss": 0.5, "note": "db at postgres://u:Zq81xT@h/db", "sample": image}, step=0)
+        jt.log_summary({"best": 0.1, "endpoint": f"Bearer {JWT}"})
+        jt.log_hyperparameters({"settings": OpaqueSettings()})
+        assert jt.flush(timeout=60)
+    ((step, logged, _),) = recording.logs
+    assert (step, logged["loss"], logged["note"]) == (0, 0.5, "db at postgres://u:[redacted]@h/db")
+    assert logged["sample"].caption == "sample by [redacted]"
+    assert recording.summaries == [{"best": 0.1, "endpoint": "Bearer [redacted]"}]
+    assert recording.hparams == [
+        {"settings": "OpaqueSettings(api_key='[redacted]', endpoint='https://svc:[redacted]@svc.internal')"}
+    ]
+
+
+# ---- 7. W&B's own config= argument, and a W&B run started elsewhere ------------------------------
+
+WANDB_CONFIG = {"db": {"password": "Zq81xT-pw", "host": "h"}, "url": "postgres://u:Zq81xT-url@h/db", "lr": 0.1}
+WANDB_CONFIG_REDACTED = {"db": {"password": REDACTED, "host": "h"}, "url": "postgres://u:[redacted]@h/db", "lr": 0.1}
+
+
+def _wandb_config_as(form: str, directory: Path) -> Any:
+    if form == "dict":
+        return WANDB_CONFIG
+    if form == "namespace":
+        return argparse.Namespace(**WANDB_CONFIG)
+    path = directory / "config.yaml"  # W&B reads a config given as a path itself, in its own layout
+    path.write_text(yaml.safe_dump({key: {"value": value} for key, value in WANDB_CONFIG.items()}))
+    return str(path)
+
+
+@pytest.mark.parametrize("form", ["dict", "namespace", "yaml-file"])
+def test_wandb_config_argument_is_redacted_before_wandb_sees_it(
+    form: str, wandb_dirs: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    config = _wandb_config_as(form, tmp_path_factory.mktemp("user-files"))
+    tracker = WandbTracker(project="jaxtrack-tests", mode="offline", dir=str(wandb_dirs), config=config)
+    tracker.log({"loss": 1.0}, step=0)
+    tracker.finish()
+    files = read_run(wandb_dirs)
+    assert files.exited
+    assert {key: value for key, value in files.config.items() if key != "_wandb"} == WANDB_CONFIG_REDACTED
+    # Nothing W&B wrote holds them: the run file, debug.log, config.yaml, its caches.
+    assert _files_holding(wandb_dirs.parent, b"Zq81xT") == []
+
+
+def test_a_wandb_run_started_elsewhere_with_credentials_in_its_config_is_named_in_a_warning(wandb_dirs: Path) -> None:
+    run = wandb.init(
+        project="jaxtrack-tests", mode="offline", dir=str(wandb_dirs), config={"api_key": "Zq81xT", "lr": 1}
+    )
+    with pytest.warns(jt.CredentialWarning, match="api_key") as caught:
+        tracker = WandbTracker(run)
+    tracker.finish()
+    assert "Zq81xT" not in str(caught[0].message)
+
+
+# ---- 8. secrets planted in every place a user could put one, every byte written searched -------
+
+
+@dataclasses.dataclass
+class ServiceConfig:
+    database_url: str
+    wandb_api_key: str
+    notes: str
+
+
+def _bytes_holding(root: Path, needles: dict[str, str]) -> dict[str, list[str]]:
+    """``{secret name: [files under root whose raw bytes hold it]}``, for the secrets found."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            for name, needle in needles.items():
+                if needle.encode() in data:
+                    found.setdefault(name, []).append(str(path.relative_to(root)))
+    return found
+
+
+def test_secrets_planted_everywhere_reach_no_byte_any_backend_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    runs_dir = wandb_offline(tmp_path, monkeypatch)
+    bearer, basic = "opaque-bearer-Zq81xT0123", base64.b64encode(b"svc:Zq81xT-basic").decode()
+    pem_body = "b3BlbnNzaC1rZXktdjEAAAAAZq81xTpemBODY"
+    # Each secret, as the distinctive text searched for in every byte written.
+    secrets = {
+        "nested url password": "pw1-Zq81xT",
+        "flat url password": "pw2-Zq81xT",
+        "config= url password": "pw3-Zq81xT",
+        "summary url password": "pw4-Zq81xT",
+        "dataclass url password": "pw5-Zq81xT",
+        "dataclass api key": "dc-api-key-Zq81xT",
+        "OPENAI_KEY": OPENAI_KEY,
+        "GITHUB_PAT": GITHUB_PAT,
+        "ssh_key": pem_body,
+        "jwt": JWT,
+        "auth bearer": bearer,
+        "basic credentials": basic,
+        "sentry dsn key": "0123456789abcdef0123456789abcdef",
+        "slack webhook": "XXFakeWebhookSecretZq81xT",
+        "azure account key": "Zm9vYmFyZq81xTAzure+/==",
+        "aws key id": AWS_KEY_ID,
+        "hf token": HF_TOKEN,
+        "anthropic key": ANTHROPIC_KEY,
+        "github token": GITHUB_TOKEN,
+        "slack token": SLACK_TOKEN,
+        "repr'd api key": "Zq81xT-repr",
+        "repr'd password": "Zq81xT-pw",
+        "image caption": "caption-pw-Zq81xT",
+        "run name": "ghp_RunNameFAKE0123456789abcdefABCDEFGHIJ",
+    }
+    caplog.set_level(logging.DEBUG)
+    jt.init_tracker(
+        [
+            LocalTracker(tmp_path / "store" / "runs.db", run_id="planted", name=f"sweep {secrets['run name']}"),
+            TensorboardTracker(tmp_path / "tb"),
+            WandbTracker(
+                project="jaxtrack-tests",
+                mode="offline",
+                dir=str(runs_dir),
+                name=f"sweep {secrets['run name']}",
+                notes=f"posting to {SLACK_TOKEN}",
+                config={
+                    "eval": {"endpoint": f"https://u:{secrets['config= url password']}@eval.internal/v1"},
+                    "token": HF_TOKEN,
+                },
+            ),
+            jt.ConsoleTracker(logger="test.planted"),
+        ]
+    )
+    # hyperparameters, nested and flat, with an environment-like dict whose names say nothing
+    jt.log_hyperparameters(
+        {
+            "db": {"url": f"postgres://train:{secrets['nested url password']}@db/runs"},
+            "openai": {"OPENAI_KEY": OPENAI_KEY},
+            "auth": f"Bearer {bearer}",
+            "db/replica": f"mysql://ro:{secrets['flat url password']}@replica/db",
+            "ssh_key": f"-----BEGIN OPENSSH PRIVATE KEY-----\n{pem_body}\n-----END OPENSSH PRIVATE KEY-----",
+            "jwt": JWT,
+            "GITHUB_PAT": GITHUB_PAT,
+            "settings": OpaqueSettings(),
+            "env": {
+                "SENTRY": f"https://{secrets['sentry dsn key']}@o123.ingest.sentry.io/1",
+                "NOTIFY": f"https://hooks.slack.com/services/T0/B0/{secrets['slack webhook']}",
+                "STORAGE": f"DefaultEndpointsProtocol=https;AccountName=a;AccountKey={secrets['azure account key']};",
+                "PROXY": f"Basic {basic}",
+                "AWS": AWS_KEY_ID,
+                "HOME": "/root",
+            },
+        }
+    )
+    jt.log_configuration(
+        ServiceConfig(
+            database_url=f"postgresql://svc:{secrets['dataclass url password']}@db/svc",
+            wandb_api_key=secrets["dataclass api key"],
+            notes=f"pushed with {GITHUB_TOKEN}",
+        )
+    )
+    caption = f"served with Authorization: Bearer {secrets['image caption']}"
+    jt.log({"loss": 0.5, "note": f"evaluated with {ANTHROPIC_KEY}"}, step=0)
+    jt.log({"loss": 0.4, "sample": jt.Image(np.zeros((4, 4, 3), np.uint8), caption=caption)}, step=1)
+    jt.log_summary({"best_loss": 0.4, "endpoint": f"https://admin:{secrets['summary url password']}@api.internal"})
+    assert jt.flush(timeout=60)
+    assert (tmp_path / "store" / "runs.db-wal").exists()  # searched too, before finish checkpoints it away
+    written_while_running = _bytes_holding(tmp_path, secrets)
+    jt.finish()
+    assert read_run(runs_dir).exited  # W&B writes its files after finish() returned: wait for all of them
+
+    assert written_while_running == {}
+    assert _bytes_holding(tmp_path, secrets) == {}
+    captured = capfd.readouterr()
+    for text in (caplog.text, captured.out, captured.err):
+        assert [name for name, secret in secrets.items() if secret in text] == []
+    # What was kept is still readable: the URLs, the names, the numbers.
+    with RunStore(tmp_path / "store" / "runs.db") as store:
+        config = store.config("planted")
+        (run,) = store.runs()
+    assert config["db/url"] == "postgres://train:[redacted]@db/runs"
+    assert config["env/HOME"] == "/root"
+    assert config["openai/OPENAI_KEY"] == config["ssh_key"] == config["jwt"] == config["GITHUB_PAT"] == REDACTED
+    assert run.name == "sweep [redacted]"
+    assert "[redacted]" in caplog.text and "loss" in caplog.text
