@@ -34,6 +34,7 @@ from jaxtrack.api import (
 from jaxtrack.callbacks import train
 from jaxtrack.errors import (
     BackendError,
+    CredentialWarning,
     DataLossWarning,
     FinishedTrackerError,
     MissingExtraError,
@@ -86,6 +87,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BackendError",
     "CompositeTracker",
+    "CredentialWarning",
     "DataLossWarning",
     "FinishedTrackerError",
     "Histogram",

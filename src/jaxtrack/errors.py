@@ -18,7 +18,9 @@ They are grouped by what went wrong, so one ``except`` names one problem:
 - [`StopTraining`][jaxtrack.errors.StopTraining]: raised by a callback to end
   training cleanly (a signal, not a failure);
 - [`NoTrackerWarning`][jaxtrack.errors.NoTrackerWarning] and
-  [`DataLossWarning`][jaxtrack.errors.DataLossWarning]: values dropped, and why.
+  [`DataLossWarning`][jaxtrack.errors.DataLossWarning]: values dropped, and why;
+- [`CredentialWarning`][jaxtrack.errors.CredentialWarning]: a credential was
+  written by a backend before jaxtrack could redact it.
 
 Examples:
     >>> import jaxtrack as jt
@@ -294,6 +296,19 @@ class DataLossWarning(RuntimeWarning):
     """
 
 
+class CredentialWarning(UserWarning):
+    """A credential reached a backend before jaxtrack could redact it; the message names where (never the value).
+
+    Issued when a ``WandbTracker`` is given a W&B run started elsewhere whose
+    config holds a credential: W&B wrote it when the run started. Everything
+    that passes through jaxtrack is redacted (see [`jaxtrack.redaction`][jaxtrack.redaction]).
+
+    Examples:
+        >>> import warnings, jaxtrack as jt
+        >>> warnings.simplefilter("error", jt.CredentialWarning)  # doctest: +SKIP
+    """
+
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -317,6 +332,7 @@ def warn(message: str, category: type[Warning]) -> None:
 
 __all__ = [
     "BackendError",
+    "CredentialWarning",
     "DataLossWarning",
     "FinishedTrackerError",
     "MissingExtraError",

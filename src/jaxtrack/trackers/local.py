@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from jaxtrack.ids import new_run_id, validate_run_id
 from jaxtrack.multihost import per_process, writes
+from jaxtrack.redaction import redact_text
 from jaxtrack.store.location import default_store_path
 from jaxtrack.store.writer import RunWriter
 from jaxtrack.trackers.base import Tracker
@@ -37,7 +38,8 @@ class LocalTracker(Tracker):
         path: the database file (created with its directory if missing); default
             [`default_store_path`][jaxtrack.store.location.default_store_path].
         run_id: the run's id; an existing run with this id is continued.
-        name: a human-readable name (default: none; the id is shown).
+        name: a human-readable name (default: none; the id is shown); a
+            credential in it is redacted.
         project: groups runs in ``jaxtrack runs --project``.
         histogram_bins: buckets of the histogram made from an array value.
         all_processes: in a multi-process run, every process writes a run of its
@@ -84,6 +86,8 @@ class LocalTracker(Tracker):
         self._writer: RunWriter | None = None  # None in a process that does not write
         if not writes(all_processes):
             return
+        # A name is text the user wrote, as a logged text is: a credential in it is redacted alike.
+        name = redact_text(name) if name is not None else None
         self._writer = RunWriter(self.path, run_id=self.run_id, name=name, project=project, take_over=take_over)
         self.resumed_step = self._writer.resumed_step
 

@@ -21,11 +21,13 @@ import numpy as np
 
 from jaxtrack._optional import import_optional
 from jaxtrack._paths import safe_file_name
+from jaxtrack.errors import CredentialWarning, warn
 from jaxtrack.ids import validate_run_id
 from jaxtrack.multihost import per_process, writes
+from jaxtrack.redaction import redact, redact_text
 from jaxtrack.trackers.base import Tracker
 from jaxtrack.trackers.config import TrackerConfig
-from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, HostValue, Image
+from jaxtrack.values import DEFAULT_NUM_BINS, Histogram, HostValue, Image, flatten
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +54,14 @@ class WandbTracker(Tracker):
     [`Image`][jaxtrack.Image] values ``wandb.Image``, hyperparameters go to the
     run config, summaries to the run summary, artifacts to W&B artifacts. The
     run's exit code is 0 when it finished and 1 when it ``failed`` or was
-    ``killed`` (W&B has no "killed"). In a multi-process JAX run,
+    ``killed`` (W&B has no "killed"). Credentials are redacted before W&B
+    sees them (see [`jaxtrack.redaction`][jaxtrack.redaction]): in
+    ``config=`` (a dict, an ``argparse.Namespace``, absl flags or a YAML file's
+    path, read as ``wandb.init`` reads them), in the run's ``name``, ``notes``,
+    ``tags``, ``group`` and ``job_type``, and in everything logged. A run
+    started elsewhere (``run=``, or ``wandb.run``) wrote its config before
+    jaxtrack saw it: a [`CredentialWarning`][jaxtrack.errors.CredentialWarning] names
+    the keys that hold one. In a multi-process JAX run,
     only process 0 starts a real run; the others get a disabled one (unless
     ``all_processes``).
 
@@ -92,7 +101,9 @@ class WandbTracker(Tracker):
         if run is None:
             if wandb.run is not None and not wandb_init_kwargs:
                 run = wandb.run
+                _warn_of_credentials_in_config(run)
             else:
+                wandb_init_kwargs = _redacted_init_kwargs(wandb, wandb_init_kwargs)
                 if not writes(all_processes):
                     wandb_init_kwargs = {**wandb_init_kwargs, "mode": "disabled"}
                 elif all_processes and wandb_init_kwargs.get("id"):
@@ -100,6 +111,8 @@ class WandbTracker(Tracker):
                     group = wandb_init_kwargs.get("group") or run_id
                     wandb_init_kwargs = {**wandb_init_kwargs, "id": per_process(run_id), "group": group}
                 run = _init_or_go_offline(wandb, wandb_init_kwargs)
+        else:
+            _warn_of_credentials_in_config(run)
         self.run = run
         self.step_metric = step_metric
         self.histogram_bins = histogram_bins
@@ -172,6 +185,52 @@ class WandbTracker(Tracker):
 
 
 _WANDB_RESERVED = frozenset({"_step", "_runtime", "_timestamp", "_wandb"})
+_TEXT_INIT_ARGUMENTS = ("name", "notes", "group", "job_type")
+
+
+def _redacted_init_kwargs(wandb: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``wandb.init``'s arguments with every credential redacted: in ``config`` and in the run's texts.
+
+    ``config`` is read as ``wandb.init`` reads it (``wandb.helper.parse_config``:
+    a mapping, an ``argparse.Namespace``, absl flags, a YAML file's path, with
+    ``config_include_keys``/``config_exclude_keys`` applied), so that W&B
+    receives a plain dict already redacted: its run file, ``debug.log`` and
+    ``config.yaml`` never hold the credential.
+    """
+    kwargs = dict(kwargs)
+    if kwargs.get("config") is not None:
+        config = wandb.helper.parse_config(
+            kwargs["config"],
+            include=kwargs.pop("config_include_keys", None),
+            exclude=kwargs.pop("config_exclude_keys", None),
+        )
+        kwargs["config"] = redact(config)
+    for name in _TEXT_INIT_ARGUMENTS:
+        if isinstance(kwargs.get(name), str):
+            kwargs[name] = redact_text(kwargs[name])
+    if kwargs.get("tags"):
+        kwargs["tags"] = [redact_text(tag) if isinstance(tag, str) else tag for tag in kwargs["tags"]]
+    return kwargs
+
+
+def _warn_of_credentials_in_config(run: Any) -> None:
+    """Names the keys of a W&B run's config (started outside jaxtrack) that hold a credential; never their values."""
+    config = getattr(run, "config", None)
+    as_dict = getattr(config, "as_dict", None)
+    if not callable(as_dict):
+        return
+    given = {key: value for key, value in as_dict().items() if not str(key).startswith("_wandb")}
+    plain, redacted = flatten(given), flatten(redact(given))
+    keys = [key for key in plain if key not in redacted or redacted[key] != plain[key]]
+    keys += [key for key in redacted if key not in plain]  # a nested value replaced whole
+    if keys:
+        warn(
+            f"jaxtrack: the W&B run {getattr(run, 'id', None)!r} was started with credentials in its config "
+            f"({', '.join(sorted(set(keys)))}), which W&B has written already; jaxtrack redacts only what passes "
+            "through it: give the config to WandbTracker(config=...) or jaxtrack.log_hyperparameters instead",
+            CredentialWarning,
+        )
+
 
 DEFAULT_INIT_TIMEOUT_SECS = 30.0
 """How long an online ``wandb.init`` may try to reach W&B before the run goes offline instead."""

@@ -14,9 +14,10 @@ does the same for one value.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,6 @@ Scalar = int | float | bool
 HostValue = Scalar | str | Histogram | Image
 """What a backend receives for one key: a Python number or bool, text, a histogram or an image."""
 
-_PLAIN = frozenset({float, int, bool, str})
 _NUMBERS = frozenset({float, int, bool})
 
 
@@ -75,6 +75,9 @@ class NormalizedValues:
     ``(key, error)``, so one bad value never costs the others. ``nonfinite``
     counts the NaN/Inf elements of each array value (left out of its
     histogram), for guards; ``nbytes`` is about what the values hold.
+    ``text``, if given, rewrites every text value and image caption once for
+    all backends (the pipeline passes [`redact_text`][jaxtrack.redaction.redact_text]);
+    numbers never reach it, so they cost nothing more.
 
     Examples:
         >>> import numpy as np
@@ -83,11 +86,13 @@ class NormalizedValues:
         (0.5, [1, 1])
         >>> values.nonfinite, sorted(values.for_bins(2))
         ({'w': 1}, ['loss', 'w'])
+        >>> dict(NormalizedValues({"loss": 0.5, "note": "warm-up"}, text=str.upper).scalars())
+        {'loss': 0.5, 'note': 'WARM-UP'}
     """
 
     __slots__ = ("_arrays", "_by_bins", "_order", "_values", "failed", "nbytes", "nonfinite")
 
-    def __init__(self, flat: Mapping[str, Any]) -> None:
+    def __init__(self, flat: Mapping[str, Any], text: Callable[[str], str] | None = None) -> None:
         self._values: dict[str, HostValue] = {}
         self._arrays: dict[str, np.ndarray] = {}  # array values, bucketed per backend
         self._order: list[str] | None = None  # key order, kept only when arrays interleave with other values
@@ -97,7 +102,7 @@ class NormalizedValues:
         self.nbytes = 0
         for key, raw in flat.items():
             kind = type(raw)
-            if kind in _PLAIN:  # the common cases first: exact type checks
+            if kind in _NUMBERS:  # the common cases first: exact type checks
                 self._values[key] = raw
                 self.nbytes += 16
                 continue
@@ -105,14 +110,18 @@ class NormalizedValues:
                 self._values[key] = float(raw)
                 self.nbytes += 16
                 continue
+            if kind is str:  # after the numbers, so that they pay nothing for it
+                self._values[key] = raw if text is None else text(raw)
+                self.nbytes += 16
+                continue
             try:
-                self._add(key, raw)
+                self._add(key, raw, text)
             except Exception as error:  # noqa: BLE001 - one bad value must not cost the report
                 self.failed.append((key, error))
         if self._arrays:
             self._order = [key for key in flat if key in self._values or key in self._arrays]
 
-    def _add(self, key: str, raw: Any) -> None:
+    def _add(self, key: str, raw: Any, text: Callable[[str], str] | None) -> None:
         if raw is None:
             return
         if type(raw) in HOST_FLOAT_TYPES:
@@ -123,7 +132,10 @@ class NormalizedValues:
             self._values[key] = histogram = _host_histogram(raw)
             self.nbytes += histogram.bucket_limits.nbytes + histogram.bucket_counts.nbytes
         elif isinstance(raw, Image):
-            self._values[key] = image = _host_image(key, raw)
+            image = _host_image(key, raw)
+            if text is not None and image.caption:
+                image = dataclasses.replace(image, caption=text(image.caption))
+            self._values[key] = image
             self.nbytes += image.pixels.nbytes
         else:
             check_value(key, raw)
