@@ -33,6 +33,7 @@ from jaxtrack.api import (
 )
 from jaxtrack.callbacks import train
 from jaxtrack.errors import (
+    ArtifactWarning,
     BackendError,
     DataLossWarning,
     FinishedTrackerError,
@@ -42,6 +43,7 @@ from jaxtrack.errors import (
     StopTraining,
     TrackerConfigError,
     TrackerError,
+    UnsafePathError,
 )
 from jaxtrack.ingraph import TrackedFunction, capture, fori_loop, jit, jit_log, scan
 from jaxtrack.metric_writer import as_metric_writer
@@ -81,6 +83,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ArtifactWarning",
     "BackendError",
     "CompositeTracker",
     "DataLossWarning",
@@ -97,6 +100,7 @@ __all__ = [
     "TrackerConfig",
     "TrackerConfigError",
     "TrackerError",
+    "UnsafePathError",
     "as_metric_writer",
     "callbacks",
     "capture",
