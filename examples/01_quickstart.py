@@ -175,7 +175,7 @@ def eval_fn(step, state, **_):
 tracker = jt.init_tracker()
 run_id = tracker.run_id
 jt.log_configuration(config)  # hyperparameters, plus a config.yaml artifact kept with the run
-print(f"Recording run {run_id} in {tracker.path}")
+print(f"Recording run {run_id} in {os.path.relpath(tracker.path)}")
 
 
 # %% [markdown]
@@ -313,7 +313,7 @@ def command(name: str) -> str:
 
 
 cli = command("jaxtrack")
-print(f"Run {run_id} is in the local store {tracker.path}. Look at it with:")
+print(f"Run {run_id} is in the local store {os.path.relpath(tracker.path)}. Look at it with:")
 print(f"  {cli} show {run_id}")
 print(f"  {cli} plot {run_id} 'train/*' 'eval/*' -o {run_id}.png")
 print(f"  {cli} runs")

@@ -86,8 +86,8 @@ run_id = local.run_id
 print(f"run id:             {run_id}")
 print(f"W&B run id:         {wandb_run.id} (offline: {wandb_run.offline})")
 print(f"W&B run files:      {os.path.relpath(wandb_run.dir)}")
-print(f"TensorBoard logdir: {tensorboard_dir}")
-print(f"local store:        {local.path}")
+print(f"TensorBoard logdir: {os.path.relpath(tensorboard_dir)}")
+print(f"local store:        {os.path.relpath(local.path)}")
 
 # %% [markdown]
 # ## Configuration and hyperparameters
@@ -290,7 +290,7 @@ for path in run_files:
 
 # %%
 print("Look at the run:")
-print(f"  tensorboard --logdir {os.path.dirname(tensorboard_dir)}")
+print(f"  tensorboard --logdir {os.path.relpath(os.path.dirname(tensorboard_dir))}")
 print(f"  jaxtrack show {run_id} --store runs/jaxtrack.db")
 print("Upload the offline W&B run (not run here: it needs an account):")
 print(f"  wandb sync {wandb_sync_dir}")

@@ -33,6 +33,7 @@ from jaxtrack.api import (
 )
 from jaxtrack.callbacks import train
 from jaxtrack.errors import (
+    ArtifactWarning,
     BackendError,
     CredentialWarning,
     DataLossWarning,
@@ -46,6 +47,7 @@ from jaxtrack.errors import (
     StoreError,
     TrackerConfigError,
     TrackerError,
+    UnsafePathError,
 )
 from jaxtrack.ingraph import TrackedFunction, capture, fori_loop, jit, jit_log, scan
 from jaxtrack.metric_writer import as_metric_writer
@@ -85,6 +87,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ArtifactWarning",
     "BackendError",
     "CompositeTracker",
     "CredentialWarning",
@@ -105,6 +108,7 @@ __all__ = [
     "TrackerConfig",
     "TrackerConfigError",
     "TrackerError",
+    "UnsafePathError",
     "as_metric_writer",
     "callbacks",
     "capture",

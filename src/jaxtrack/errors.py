@@ -17,10 +17,14 @@ They are grouped by what went wrong, so one ``except`` names one problem:
   inside a transformation whose values cannot leave it;
 - [`StopTraining`][jaxtrack.errors.StopTraining]: raised by a callback to end
   training cleanly (a signal, not a failure);
+- [`UnsafePathError`][jaxtrack.errors.UnsafePathError]: a path that would
+  read or write outside where it belongs (a planted link, a hostile store);
 - [`NoTrackerWarning`][jaxtrack.errors.NoTrackerWarning] and
   [`DataLossWarning`][jaxtrack.errors.DataLossWarning]: values dropped, and why;
 - [`CredentialWarning`][jaxtrack.errors.CredentialWarning]: a credential was
   written by a backend before jaxtrack could redact it.
+- [`ArtifactWarning`][jaxtrack.errors.ArtifactWarning]: parts of an artifact
+  left out (links out of it, loops, special files).
 
 Examples:
     >>> import jaxtrack as jt
@@ -267,6 +271,23 @@ class StopTraining(Exception):
         self.step = step
 
 
+class UnsafePathError(OSError):
+    """A path jaxtrack would write to or copy from leads outside where it belongs; the message names it.
+
+    Raised when a store's ``artifacts`` folder (or a run's folder in it) is a
+    link to somewhere else, so the store would write outside its own folder,
+    and when a store's artifacts table names a file outside that folder
+    (``/etc/passwd``, ``../../x``: a store written by someone else), so
+    reading or exporting it would copy that file. It is an ``OSError``, so
+    code that handles a store it cannot use catches it too.
+
+    Examples:
+        >>> import jaxtrack as jt
+        >>> issubclass(jt.UnsafePathError, OSError)
+        True
+    """
+
+
 class NoTrackerWarning(UserWarning):
     """Logged values are dropped because no tracker is set (see [`current_tracker`][jaxtrack.current_tracker]).
 
@@ -309,6 +330,22 @@ class CredentialWarning(UserWarning):
     """
 
 
+class ArtifactWarning(UserWarning):
+    """Part of a directory artifact was left out of the copy: the message names each part and why.
+
+    Links inside an artifact are never followed: one that points outside it
+    (a private key, ``/etc/shadow``), a broken one, or one to a directory
+    holding it (a loop) is left out, as are FIFOs, sockets and devices.
+    Links that stay inside the artifact are kept as links (W&B, which stores
+    no links, gets the file a link names). A script that must store every
+    part can make it an error.
+
+    Examples:
+        >>> import warnings, jaxtrack as jt
+        >>> warnings.simplefilter("error", jt.ArtifactWarning)  # doctest: +SKIP
+    """
+
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -331,6 +368,7 @@ def warn(message: str, category: type[Warning]) -> None:
 
 
 __all__ = [
+    "ArtifactWarning",
     "BackendError",
     "CredentialWarning",
     "DataLossWarning",
@@ -344,4 +382,5 @@ __all__ = [
     "StoreError",
     "TrackerConfigError",
     "TrackerError",
+    "UnsafePathError",
 ]

@@ -7,6 +7,9 @@ with the ``.wandb`` file reader of ``tests/support/wandb_files.py``.
 from __future__ import annotations
 
 import math
+import os
+import sqlite3
+import warnings
 from typing import Any
 
 import numpy as np
@@ -14,9 +17,12 @@ import pytest
 import wandb
 
 from jaxtrack.cli import main
+from jaxtrack.errors import ArtifactWarning
 from jaxtrack.store import RunStore
+from jaxtrack.trackers.local import LocalTracker
 from support.backends import tb_accumulator, tb_plain_hparams, tb_plugin, tb_scalars, tb_session_start_info, tb_tensors
 from support.cli import CONFIG, WIDE_LOSS, run_cli, run_cli_json
+from support.links import SECRET, artifact_with_links, assert_copied_without_following_links, secret_files
 from support.wandb_files import read_run
 
 
@@ -159,3 +165,51 @@ def test_wandb_mode_from_the_environment_must_write_a_run(store, capsys, monkeyp
     assert (
         line == "jaxtrack: error: WANDB_MODE is 'disabled', which writes no run: pass --mode online or --mode offline"
     )
+
+
+# ---- a store written by someone else -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("listed", ["/etc/passwd", "../../x", "artifacts/out"])
+def test_export_of_a_store_listing_an_artifact_outside_its_folder_is_refused_naming_the_path(
+    tmp_path, capsys, monkeypatch, listed
+):
+    monkeypatch.chdir(tmp_path)  # the trackers' git queries stay away from this checkout
+    path = tmp_path / "shared" / "deep" / "runs.db"
+    (tmp_path / "notes.txt").write_text("notes")
+    with LocalTracker(path, run_id="hostile") as tracker:
+        tracker.log({"loss": 1.0}, step=0)
+        tracker.log_artifact(tmp_path / "notes.txt")
+    (tmp_path / "x").write_bytes(SECRET)  # what ../../x names
+    (path.parent / "artifacts" / "out").symlink_to(tmp_path / "x")
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE artifacts SET path = ?", (listed,))
+    logdir = tmp_path / "tb"
+
+    status = main(["export", "hostile", "--to", "tensorboard", str(logdir), "--store", str(path)])
+    captured = capsys.readouterr()
+    assert status == 1 and captured.out == ""
+    assert f"lists an artifact at {listed!r}, outside its artifacts folder" in captured.err
+    assert not (logdir / "artifacts").exists() and secret_files(tmp_path / "tb") == []
+    assert main(["show", "hostile", "--store", str(path)]) == 1  # no reader lists it either
+    assert repr(listed) in capsys.readouterr().err
+
+
+def test_export_follows_no_link_out_of_a_stored_directory_artifact(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    artifact = artifact_with_links(tmp_path / "sources")
+    path = tmp_path / "store" / "runs.db"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ArtifactWarning)  # the store leaves the links out: checked in tests/store
+        with LocalTracker(path, run_id="linked") as tracker:
+            tracker.log_artifact(artifact.root, name="checkpoint")
+    # A link out planted in the stored copy afterwards (a shared store): export must not follow it either.
+    with RunStore(path) as store:
+        (stored,) = store.artifacts("linked")
+    os.symlink(tmp_path / "sources" / "home" / ".ssh" / "id_rsa", os.path.join(stored["path"], "planted_key"))
+
+    with pytest.warns(ArtifactWarning, match="'planted_key' \\(a link pointing outside the artifact\\)"):
+        out = run_cli(capsys, "export", "linked", "--to", "tensorboard", str(tmp_path / "tb"), "--store", str(path))
+    assert "1 artifact" in out
+    assert_copied_without_following_links(tmp_path / "tb" / "artifacts" / "checkpoint", artifact)
+    assert secret_files(tmp_path / "tb") == []

@@ -415,6 +415,38 @@ def test_local_config_without_path_uses_the_store_environment_variable(
         assert [run.id for run in store.runs()] == ["env-run"]
 
 
+@pytest.mark.parametrize("where", ["path", "environment", "default"])
+def test_a_relative_store_path_stays_where_the_run_started_after_a_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    start, moved = tmp_path / "start", tmp_path / "moved"
+    start.mkdir()
+    moved.mkdir()
+    (moved / "notes.txt").write_text("notes")
+    monkeypatch.chdir(start)
+    monkeypatch.delenv("JAXTRACK_STORE", raising=False)
+    spec: dict[str, object] = {"type": "local"}
+    if where == "path":
+        spec["path"] = os.path.join("stores", "runs.db")
+    elif where == "environment":
+        monkeypatch.setenv("JAXTRACK_STORE", os.path.join("stores", "runs.db"))
+    expected = start / ("runs/jaxtrack.db" if where == "default" else "stores/runs.db")
+    tracker = jt.init_tracker(spec, run_id="rel")
+    try:
+        jt.log({"loss": 1.0}, step=0)
+        os.chdir(moved)  # as Hydra does once the run has started
+        jt.log_artifact("notes.txt", name="notes")
+        jt.log({"loss": 0.5}, step=1)
+    finally:
+        jt.finish()
+    assert isinstance(tracker, LocalTracker) and tracker.path == str(expected)
+    assert sorted(p.name for p in moved.iterdir()) == ["notes.txt"]  # nothing landed in the new directory
+    with RunStore(expected) as store:
+        (artifact,) = store.artifacts("rel")
+        assert store.history("rel") == [{"step": 0, "loss": 1.0}, {"step": 1, "loss": 0.5}]
+    assert Path(artifact["path"]).is_relative_to(start) and Path(artifact["path"]).read_text() == "notes"
+
+
 @pytest.mark.parametrize("run_id", ["../..", "../up", "a/b", "with space", ".hidden", ""])
 def test_run_ids_that_are_not_safe_are_refused(tmp_path: Path, run_id: str) -> None:
     with pytest.raises(ValueError, match="run_id"):

@@ -41,6 +41,7 @@ from support.backends import (
     tb_session_start_info,
     tb_tensors,
 )
+from support.links import artifact_with_links, assert_copied_without_following_links, secret_files
 
 # ---- reading event files back --------------------------------------------------------------------
 
@@ -400,6 +401,51 @@ def test_log_artifact_replaces_an_earlier_directory_of_the_same_name(tmp_path: P
         tb.log_artifact(old, name="data")
         tb.log_artifact(new, name="data")
     assert sorted(p.name for p in (logdir / "artifacts" / "data").iterdir()) == ["fresh.txt"]
+
+
+def test_log_artifact_follows_no_link_out_of_a_directory_and_finds_loops_at_once(tmp_path: Path) -> None:
+    artifact = artifact_with_links(tmp_path / "sources", loops=True)
+    logdir = tmp_path / "runs" / "r"
+    with pytest.warns(jaxtrack.ArtifactWarning) as caught, TensorboardTracker(logdir) as tb:
+        tb.log_artifact(artifact.root, name="checkpoint")
+    messages = " ".join(str(w.message) for w in caught)
+    assert all(repr(relative) in messages for relative in artifact.refused), messages
+    assert_copied_without_following_links(logdir / "artifacts" / "checkpoint", artifact)
+    assert secret_files(logdir) == []
+
+
+def test_a_planted_artifacts_link_in_the_logdir_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    logdir, elsewhere = tmp_path / "r", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "notes.txt").write_text("notes")
+    with pytest.warns(jaxtrack.DataLossWarning, match=r"tensorboard\.log_artifact failed x1"):
+        with TensorboardTracker(logdir) as tb:
+            (logdir / "artifacts").symlink_to(elsewhere, target_is_directory=True)
+            tb.log_artifact(tmp_path / "notes.txt")  # the failure is counted; training would go on
+    assert list(elsewhere.iterdir()) == []
+    assert "UnsafePathError" in caplog.text and f"{logdir / 'artifacts'}' is a link to" in caplog.text
+
+
+def test_a_relative_logdir_stays_where_the_run_started_after_a_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start, moved = tmp_path / "start", tmp_path / "moved"
+    start.mkdir()
+    moved.mkdir()
+    (moved / "notes.txt").write_text("notes")
+    monkeypatch.chdir(start)
+    tracker = jaxtrack.init_tracker({"type": "tensorboard", "logdir": "tblogs"}, run_id="rel")
+    try:
+        jaxtrack.log({"loss": 1.0}, step=0)
+        os.chdir(moved)  # as Hydra does once the run has started
+        jaxtrack.log_artifact("notes.txt", name="notes")
+        jaxtrack.log({"loss": 0.5}, step=1)
+    finally:
+        jaxtrack.finish()
+    assert tracker.logdir == str(start / "tblogs" / "rel")
+    assert (start / "tblogs" / "rel" / "artifacts" / "notes.txt").read_text() == "notes"
+    assert sorted(p.name for p in moved.iterdir()) == ["notes.txt"]
+    assert tb_scalars(tb_accumulator(start / "tblogs" / "rel"), "loss") == [(0, 1.0), (1, 0.5)]
 
 
 # ---- 8. finishing --------------------------------------------------------------------------------

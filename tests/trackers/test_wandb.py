@@ -8,10 +8,12 @@ all of wandb's directories there); ``wandb_files.read_run`` decodes the
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import tempfile
 import textwrap
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +26,7 @@ import jaxtrack
 from jaxtrack import multihost
 from jaxtrack.trackers.wandb import WandbTracker
 from support.backends import wandb_offline
+from support.links import artifact_with_links, secret_files
 from support.wandb_files import WANDB_HEADER, WandbFileError, find_wandb_files, parse_records, read_run
 
 
@@ -344,6 +347,37 @@ def test_artifacts_of_a_file_and_a_directory(runs_dir, tmp_path):
         ("model_v1", "model", ("weights.bin",)),
         ("checkpoint_100", "artifact", ("meta.json", "state/params.msgpack")),
     ]
+
+
+def test_a_directory_artifact_uploads_nothing_its_links_point_to_outside_it(runs_dir, tmp_path):
+    # W&B's own add_dir walks with followlinks=True: the private key was staged for upload.
+    artifact = artifact_with_links(tmp_path / "sources", loops=True)
+    tracker = offline_tracker(runs_dir)
+    with pytest.warns(jaxtrack.ArtifactWarning) as caught:
+        tracker.log_artifact(artifact.root, name="checkpoint")
+    tracker.finish()
+
+    messages = " ".join(str(w.message) for w in caught)
+    assert all(repr(relative) in messages for relative in artifact.refused), messages
+    (stored,) = read_run(runs_dir).artifacts
+    # Links inside the artifact become the files they name (W&B keeps no links); the others are left out.
+    assert stored.paths == ("latest", "nested/opt.txt", "nested/params", "params.bin")
+    for folder in ("wandb-runs", "wandb-data", "wandb-cache"):
+        assert secret_files(tmp_path / folder) == [], folder
+
+
+def test_a_relative_dir_is_made_absolute_when_the_run_starts(runs_dir, tmp_path, monkeypatch):
+    start, moved = tmp_path / "start", tmp_path / "moved"
+    (start / "wb").mkdir(parents=True)
+    moved.mkdir()
+    monkeypatch.chdir(start)
+    tracker = WandbTracker(project="jaxtrack-tests", mode="offline", dir="wb")
+    monkeypatch.chdir(moved)  # as Hydra does once the run has started
+    run_dir = tracker.run.dir
+    tracker.log({"loss": 1.0}, step=0)
+    tracker.finish()
+    assert os.path.isabs(run_dir) and Path(run_dir).is_relative_to(start / "wb") and os.path.isdir(run_dir)
+    assert list(moved.iterdir()) == []
 
 
 def test_log_configuration_gives_config_keys_and_a_config_artifact(runs_dir, tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jaxtrack.cli.command import CommandError, open_store
-from jaxtrack.cli.format import print_json
+from jaxtrack.cli.format import echo, print_json
 from jaxtrack.store.export import EXPORT_TARGETS, export_tensorboard, export_wandb
 from jaxtrack.store.reader import StoredRun
 
@@ -39,19 +39,21 @@ def command(args: argparse.Namespace) -> None:
 
 def _print_tensorboard(run: StoredRun, exported: Mapping[str, Any]) -> None:
     path = exported["path"]
-    print(f"exported run {_run_label(run)} to TensorBoard: {_counts_text(exported)}")
-    print(f"event files: {path}")
-    print(f"view them with: tensorboard --logdir {path}")
+    echo(
+        f"exported run {_run_label(run)} to TensorBoard: {_counts_text(exported)}",
+        f"event files: {path}",
+        f"view them with: tensorboard --logdir {path}",
+    )
 
 
 def _print_wandb(run: StoredRun, exported: Mapping[str, Any]) -> None:
     mode, run_dir = exported["mode"], exported["run_dir"]
-    print(f"exported run {_run_label(run)} to W&B ({mode}, project {exported['project']}): {_counts_text(exported)}")
-    print(f"run directory: {run_dir}")
+    echo(f"exported run {_run_label(run)} to W&B ({mode}, project {exported['project']}): {_counts_text(exported)}")
+    echo(f"run directory: {run_dir}")
     if exported["url"]:
-        print(f"url: {exported['url']}")
+        echo(f"url: {exported['url']}")
     if mode == "offline":
-        print(f"upload it with: wandb sync {run_dir}")
+        echo(f"upload it with: wandb sync {run_dir}")
 
 
 def _run_label(run: StoredRun) -> str:

@@ -4,12 +4,22 @@ Numbers are shown as ``{:.6g}``, histograms and images described in a few
 words, long or multi-line text cut short; tables are aligned columns two
 spaces apart. With ``--json`` a command prints ``to_json`` of its result:
 strict JSON, with NaN and infinities as ``null``.
+
+Whatever a store holds reaches the terminal escaped: control characters
+(C0 such as ESC and carriage return, DEL, C1) and the characters that
+reorder text (bidirectional overrides and isolates, line and paragraph
+separators) are shown as Python writes them in a string, ``\\x1b``, ``\\r``,
+``\\u202e``, in every table cell (``printable``) and every line a
+command prints (``echo``), line breaks too. JSON output escapes the same
+characters as ``\\uXXXX``, so it reads back exactly.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import sys
 import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -21,6 +31,43 @@ from jaxtrack.store.reader import StoredRun
 from jaxtrack.values import Histogram, Image
 
 # ---- text ----------------------------------------------------------------------------------------
+
+# Controls (C0, DEL, C1), and the characters that reorder or break lines of text on a terminal:
+# the bidirectional marks, embeddings, overrides and isolates, the line and paragraph separators.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+# What json.dumps leaves raw (it escapes C0 in strings; none of these can appear outside one).
+_JSON_UNESCAPED = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED_ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def printable(text: str) -> str:
+    r"""``text`` with every control and text-reordering character escaped, line breaks too: one cell of output.
+
+    >>> print(printable("run\x1b[2J\rname\u202egnp.exe\nnext"))
+    run\x1b[2J\rname\u202egnp.exe\nnext
+    >>> printable("train/loss ✓ 学習")
+    'train/loss ✓ 学習'
+    """
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def echo(*lines: str, file: Any = None) -> None:
+    r"""Prints each of ``lines`` on a line of its own, escaped as ``printable`` escapes a cell.
+
+    The one way the command line prints text, so no name, key or message
+    from a store reaches the terminal raw, nor starts a line of its own.
+    ``file`` defaults to standard output.
+
+    >>> echo("no runs in /tmp/\x1b]0;owned\x07runs.db", "run a\nforged line")
+    no runs in /tmp/\x1b]0;owned\x07runs.db
+    run a\nforged line
+    """
+    print("\n".join(map(printable, lines)), file=file if file is not None else sys.stdout)
 
 
 def format_value(value: Any) -> str:
@@ -104,7 +151,7 @@ def format_table(
     loss        0.5
     accuracy   0.75
     """
-    lines = [list(headers), *map(list, rows)] if header else [list(row) for row in rows]
+    lines = [[printable(cell) for cell in line] for line in ([headers, *rows] if header else rows)]
     widths = [max(len(line[column]) for line in lines) for column in range(len(headers))]
     return "\n".join(
         "  ".join(
@@ -185,8 +232,20 @@ def _histogram_json(histogram: Histogram) -> dict[str, Any]:
 
 
 def print_json(value: Any) -> None:
-    """Prints ``value`` as strict, indented JSON (see ``to_json``): the ``--json`` output of every command."""
-    print(json.dumps(to_json(value), indent=2, ensure_ascii=False, allow_nan=False))
+    r"""Prints ``value`` as strict, indented JSON (see ``to_json``): the ``--json`` output of every command.
+
+    ``json.dumps`` escapes C0 controls; the other characters a terminal acts
+    on (DEL, C1, bidirectional overrides) are escaped here as ``\uXXXX``,
+    which JSON reads back as the same character: outside strings JSON has
+    none of them.
+
+    >>> print_json({"name": "a\x1b[31m\x9b\u202eb"})
+    {
+      "name": "a\u001b[31m\u009b\u202eb"
+    }
+    """
+    text = json.dumps(to_json(value), indent=2, ensure_ascii=False, allow_nan=False)
+    print(_JSON_UNESCAPED.sub(lambda match: f"\\u{ord(match.group()):04x}", text))
 
 
 def run_identity(run: StoredRun) -> dict[str, Any]:
@@ -204,6 +263,7 @@ def run_identity(run: StoredRun) -> dict[str, Any]:
 
 
 __all__ = [
+    "echo",
     "format_duration",
     "format_optional",
     "format_table",
@@ -211,6 +271,7 @@ __all__ = [
     "format_value",
     "indent",
     "print_json",
+    "printable",
     "run_identity",
     "to_json",
 ]

@@ -20,6 +20,7 @@ from jaxtrack._optional import MissingExtraError
 from jaxtrack._version import __version__
 from jaxtrack.cli.command import CommandError
 from jaxtrack.cli.export import command as export_command
+from jaxtrack.cli.format import echo
 from jaxtrack.cli.plot import command as plot_command
 from jaxtrack.cli.runs import DEFAULT_METRIC_COLUMNS
 from jaxtrack.cli.runs import command as runs_command
@@ -51,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     except _USER_ERRORS as error:
-        print(f"jaxtrack: error: {_error_message(error)}", file=sys.stderr)
+        echo(f"jaxtrack: error: {_error_message(error)}", file=sys.stderr)
         return 1
     return 0
 

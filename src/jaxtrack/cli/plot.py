@@ -6,7 +6,7 @@ import argparse
 
 from jaxtrack._optional import import_optional
 from jaxtrack.cli.command import open_store
-from jaxtrack.cli.format import print_json
+from jaxtrack.cli.format import echo, print_json
 from jaxtrack.store.plot import plot_runs
 
 
@@ -19,7 +19,7 @@ def command(args: argparse.Namespace) -> None:
     if args.json:
         print_json(plotted)
     else:
-        print(plotted["path"])
+        echo(plotted["path"])
 
 
 __all__ = ["command"]

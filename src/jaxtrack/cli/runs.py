@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from jaxtrack.cli.command import open_store
 from jaxtrack.cli.format import (
+    echo,
     format_duration,
     format_optional,
     format_table,
@@ -41,7 +42,7 @@ def command(args: argparse.Namespace) -> None:
         return
     if not listed:
         where = f" of project {args.project!r}" if args.project is not None else ""
-        print(f"no runs{where} in {store.path}")
+        echo(f"no runs{where} in {store.path}")
         return
     columns = list(dict.fromkeys(key for _, metrics in listed for key in metrics))
     headers = ["id", "name", "status", "steps", *columns, "duration", "started"]
@@ -57,7 +58,7 @@ def command(args: argparse.Namespace) -> None:
         ]
         for run, metrics in listed
     ]
-    print(format_table(headers, rows, right=range(3, 4 + len(columns))))
+    echo(*format_table(headers, rows, right=range(3, 4 + len(columns))).split("\n"))
 
 
 def choose_metric_keys(scalar_keys: Sequence[str], patterns: Sequence[str] | None = None) -> list[str]:

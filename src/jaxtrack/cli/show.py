@@ -9,6 +9,7 @@ from typing import Any
 
 from jaxtrack.cli.command import open_store
 from jaxtrack.cli.format import (
+    echo,
     format_duration,
     format_optional,
     format_table,
@@ -98,7 +99,8 @@ def command(args: argparse.Namespace) -> None:
     if artifacts:
         artifact_rows = [[a["name"], f"v{a['version']}", a["type"] or "", a["path"]] for a in artifacts]
         sections.append("artifacts\n" + indent(format_table(["name", "version", "type", "path"], artifact_rows)))
-    print("\n\n".join(sections))
+    # Each cell is escaped already: the line breaks left are the layout's own.
+    echo(*"\n\n".join(sections).split("\n"))
 
 
 def _section(title: str, pairs: Sequence[tuple[str, str]]) -> str:

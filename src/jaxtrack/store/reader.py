@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from jaxtrack.store.codec import decode
-from jaxtrack.store.location import default_store_path, store_dir
+from jaxtrack.store.location import artifact_file, default_store_path
 from jaxtrack.store.owner import STALE_AFTER_SECS, Owner
 from jaxtrack.store.schema import STEP_TABLES, VALUE_COLUMNS, connect, store_error
 from jaxtrack.values import Histogram
@@ -288,14 +288,20 @@ class RunStore:
         return self._resolve(run_id).config
 
     def artifacts(self, run_id: str) -> list[dict[str, Any]]:
-        """The run's artifacts: ``name``, ``version``, ``type``, ``path`` (absolute), ``time``."""
+        """The run's artifacts: ``name``, ``version``, ``type``, ``path`` (absolute), ``time``.
+
+        Each path is checked to lie inside the store's ``artifacts`` folder: a
+        store that lists a file elsewhere (``/etc/passwd``, ``../../x``, a
+        link out) is an [`UnsafePathError`][jaxtrack.errors.UnsafePathError]
+        naming it, so nothing built on the reader copies it.
+        """
         num = self._num(run_id)
         rows = self._db.execute(
             "SELECT name, version, type, path, time FROM artifacts WHERE run = ? ORDER BY time, name, version", (num,)
         )
-        base = store_dir(self.path)
         return [
-            {"name": n, "version": v, "type": t, "path": os.path.join(base, p), "time": at} for n, v, t, p, at in rows
+            {"name": n, "version": v, "type": t, "path": artifact_file(self.path, p), "time": at}
+            for n, v, t, p, at in rows
         ]
 
     def superseded(self, run_id: str) -> list[dict[str, Any]]:

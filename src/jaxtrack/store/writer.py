@@ -39,12 +39,13 @@ from typing import Any, TypeVar
 
 import jax
 
+from jaxtrack._artifacts import copy_artifact
 from jaxtrack._paths import safe_file_name
 from jaxtrack._version import __version__
 from jaxtrack.errors import RunInUseError, RunTakenOverError, StoreError
 from jaxtrack.ids import validate_run_id
 from jaxtrack.store.codec import encode, json_text, to_summary
-from jaxtrack.store.location import default_store_path, store_dir
+from jaxtrack.store.location import default_store_path, run_artifacts_dir, store_dir
 from jaxtrack.store.owner import HEARTBEAT_SECS, Owner, pid_namespace
 from jaxtrack.store.schema import BUSY_TIMEOUT_SECS, STATUSES, STEP_TABLES, connect, store_error
 
@@ -107,7 +108,8 @@ class RunWriter:
         take_over: bool = False,
         heartbeat_secs: float = HEARTBEAT_SECS,
     ) -> None:
-        self.path = os.fspath(path) if path is not None else default_store_path()
+        # Absolute from the start: a later os.chdir (Hydra makes one) must not move the artifacts.
+        self.path = os.path.abspath(path if path is not None else default_store_path())
         self.run_id = validate_run_id(run_id)
         if not heartbeat_secs > 0:
             raise ValueError(f"heartbeat_secs must be positive, got {heartbeat_secs!r}")
@@ -308,24 +310,25 @@ class RunWriter:
 
         The copy goes under ``artifacts/<n>-<run id>/`` beside the database;
         ``name`` defaults to the path's last component. A missing path is a
-        ``FileNotFoundError``.
+        ``FileNotFoundError``. ``artifact_path`` itself may be a link (it is
+        followed, once), but no link inside a directory is: links that stay
+        inside it are kept as links, others are left out with an
+        [`ArtifactWarning`][jaxtrack.errors.ArtifactWarning] naming them. An
+        ``artifacts`` folder that is a link is an
+        [`UnsafePathError`][jaxtrack.errors.UnsafePathError].
         """
         with self._lock:
             source = os.fspath(artifact_path)
             if not os.path.exists(source):
                 raise FileNotFoundError(f"artifact path does not exist: {source!r}")
             name = name or os.path.basename(os.path.normpath(source))
-            run_dir = os.path.join(store_dir(self.path), "artifacts", f"{self._run}-{safe_file_name(self.run_id)}")
+            run_dir = run_artifacts_dir(self.path, f"{self._run}-{safe_file_name(self.run_id)}")
             # Copied before the transaction, so a large file does not hold the store's write
             # lock (other processes' runs) while it copies; moved into place inside it.
-            os.makedirs(run_dir, exist_ok=True)
             staging = tempfile.mkdtemp(prefix=".incoming-", dir=run_dir)
             try:
                 copied = os.path.join(staging, safe_file_name(os.path.basename(os.path.normpath(source))))
-                if os.path.isdir(source):
-                    shutil.copytree(source, copied)
-                else:
-                    shutil.copy2(source, copied)
+                copy_artifact(source, copied, name=name)
                 with self._transaction() as db:
                     self._claim(db, time.time())
                     (version,) = db.execute(

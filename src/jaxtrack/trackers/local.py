@@ -32,7 +32,10 @@ class LocalTracker(Tracker):
     arrays) and [`Image`][jaxtrack.Image] values are kept at their step;
     hyperparameters (credentials redacted) and the summary are merged into
     the run's row; artifacts are copied next to the database, under
-    ``artifacts/<n>-<run id>/``. In a multi-process JAX run only process 0 writes.
+    ``artifacts/<n>-<run id>/``, following no link out of a directory artifact
+    (see [`RunWriter.add_artifact`][jaxtrack.store.writer.RunWriter.add_artifact]).
+    A relative ``path`` is made absolute when the tracker starts. In a
+    multi-process JAX run only process 0 writes.
 
     Args:
         path: the database file (created with its directory if missing); default
@@ -77,7 +80,8 @@ class LocalTracker(Tracker):
         all_processes: bool = False,
         take_over: bool = False,
     ) -> None:
-        self.path = os.fspath(path) if path is not None else default_store_path()
+        # Absolute when the run starts: artifacts logged after an os.chdir (Hydra makes one) still go beside it.
+        self.path = os.path.abspath(path if path is not None else default_store_path())
         self.run_id = validate_run_id(run_id) if run_id is not None else new_run_id()
         if all_processes:
             self.run_id = per_process(self.run_id)  # process i writes its own run, "<id>-process<i>"

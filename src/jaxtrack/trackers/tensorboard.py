@@ -37,6 +37,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from jaxtrack._artifacts import copy_artifact, own_folder
 from jaxtrack._optional import import_optional
 from jaxtrack._paths import safe_file_name
 from jaxtrack.ids import validate_run_id
@@ -63,10 +64,14 @@ class TensorboardTracker(Tracker):
     TensorBoard has no run summary: ``log_summary`` writes its values at the
     latest step, where the HParams dashboard also picks them up as metrics.
     TensorBoard cannot show files: ``log_artifact`` copies the file or
-    directory to ``logdir/artifacts/`` and writes a text note about it.
+    directory to ``logdir/artifacts/`` and writes a text note about it. No
+    link inside a directory artifact is followed: one that stays inside it is
+    kept as a link, others are left out with an
+    [`ArtifactWarning`][jaxtrack.errors.ArtifactWarning] naming them.
 
     Args:
-        logdir: the run's directory (one run per directory, as TensorBoard expects).
+        logdir: the run's directory (one run per directory, as TensorBoard expects),
+            made absolute when the tracker starts.
         flush_secs: how often buffered events reach the disk.
         filename_suffix: appended to the event file's name.
         histogram_bins: buckets of the histogram made from an array value.
@@ -94,7 +99,8 @@ class TensorboardTracker(Tracker):
     ) -> None:
         import_optional("tensorboard", extra="tensorboard", purpose="TensorboardTracker")
 
-        self.logdir = os.fspath(logdir)
+        # Absolute when the run starts: artifacts logged after an os.chdir (Hydra makes one) still go here.
+        self.logdir = os.path.abspath(logdir)
         if all_processes:
             self.logdir = per_process(os.path.normpath(self.logdir))  # a sibling run per process
         self.histogram_bins = histogram_bins
@@ -176,16 +182,14 @@ class TensorboardTracker(Tracker):
             target_name = self._artifact_file_name(name or source_name, suffix)
             if self._writer is None:
                 return
-            target = os.path.join(self.logdir, "artifacts", target_name)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            if os.path.isdir(target):
+            os.makedirs(self.logdir, exist_ok=True)
+            folder = own_folder(os.path.join(self.logdir, "artifacts"), owner="the TensorBoard run")
+            target = os.path.join(folder, target_name)
+            if os.path.isdir(target) and not os.path.islink(target):
                 shutil.rmtree(target)
-            elif os.path.exists(target):
+            elif os.path.lexists(target):
                 os.remove(target)
-            if os.path.isdir(source):
-                shutil.copytree(source, target)
-            else:
-                shutil.copyfile(source, target)
+            copy_artifact(source, target, name=name or source_name)
             # The source's name, not its path: it may be a temporary file, and paths name the machine.
             note = f"artifact of type {type or 'unspecified'} from {source_name}, stored at artifacts/{target_name}"
             self._write(self._summary_values({f"artifacts/{target_name}": note}), max(self._last_step, 0))

@@ -19,6 +19,7 @@ from typing import Any, Literal, cast
 
 import numpy as np
 
+from jaxtrack._artifacts import scan_artifact, warn_skipped
 from jaxtrack._optional import import_optional
 from jaxtrack._paths import safe_file_name
 from jaxtrack.errors import CredentialWarning, warn
@@ -52,7 +53,9 @@ class WandbTracker(Tracker):
 
     Arrays and [`Histogram`][jaxtrack.Histogram] values become ``wandb.Histogram``,
     [`Image`][jaxtrack.Image] values ``wandb.Image``, hyperparameters go to the
-    run config, summaries to the run summary, artifacts to W&B artifacts. The
+    run config, summaries to the run summary, artifacts to W&B artifacts (no
+    link out of a directory artifact is followed: see
+    [`ArtifactWarning`][jaxtrack.errors.ArtifactWarning]). The
     run's exit code is 0 when it finished and 1 when it ``failed`` or was
     ``killed`` (W&B has no "killed"). Credentials are redacted before W&B
     sees them (see [`jaxtrack.redaction`][jaxtrack.redaction]): in
@@ -72,7 +75,7 @@ class WandbTracker(Tracker):
         histogram_bins: buckets of the histogram made from an array value (at most 512).
         all_processes: in a multi-process run, every process starts a run: process
             ``i`` the run ``<id>-process<i>``, all in the W&B group named by the id.
-        **wandb_init_kwargs: passed to ``wandb.init`` when a run is started.
+        **wandb_init_kwargs: passed to ``wandb.init`` when a run is started (a relative ``dir`` made absolute).
 
     Examples:
         >>> import os, tempfile
@@ -98,6 +101,10 @@ class WandbTracker(Tracker):
         wandb = _wandb()
         if not 1 <= histogram_bins <= _MAX_WANDB_BINS:
             raise ValueError(f"histogram_bins must be between 1 and {_MAX_WANDB_BINS} for W&B, got {histogram_bins}")
+        if wandb_init_kwargs.get("dir") is not None:
+            # Absolute when the run starts: W&B keeps the relative path, so after an os.chdir
+            # (Hydra makes one) the run's directory would name a folder that is not there.
+            wandb_init_kwargs = {**wandb_init_kwargs, "dir": os.path.abspath(wandb_init_kwargs["dir"])}
         if run is None:
             if wandb.run is not None and not wandb_init_kwargs:
                 run = wandb.run
@@ -160,7 +167,26 @@ class WandbTracker(Tracker):
             path = os.fspath(artifact_path)
             # W&B artifact names allow letters, digits, "-", "_" and ".".
             artifact_name = safe_file_name(name or os.path.basename(os.path.normpath(path)))
-            self.run.log_artifact(path, name=artifact_name, type=type or "artifact")
+            # W&B's own add_dir walks with followlinks=True: a link to a private key would be
+            # uploaded and a link loop walked until paths grow too long. The files are listed here
+            # instead, following no link out of the artifact.
+            found = scan_artifact(path)
+            artifact = _wandb().Artifact(artifact_name, type=type or "artifact")
+            if not found.is_dir:
+                artifact.add_file(found.root, name=os.path.basename(os.path.normpath(path)))
+            else:
+                for relative in found.files:
+                    artifact.add_file(os.path.join(found.root, relative), name=_posix(relative))
+                for relative, target, is_dir in found.links:
+                    if is_dir:  # W&B stores no links; the directory's files are in the artifact already
+                        found.skipped.append(
+                            (relative, "a link to a directory inside the artifact, which W&B cannot keep")
+                        )
+                    else:  # the file it names, which is inside the artifact, under the link's name
+                        real = os.path.normpath(os.path.join(found.root, os.path.dirname(relative), target))
+                        artifact.add_file(real, name=_posix(relative))
+                warn_skipped(found, name or artifact_name)
+            self.run.log_artifact(artifact)
 
     def finish(self) -> None:
         with self._lock:
@@ -265,6 +291,10 @@ def _init_or_go_offline(wandb: Any, kwargs: dict[str, Any]) -> Any:
             sync_dir,
         )
         return run
+
+
+def _posix(relative: str) -> str:
+    return relative.replace(os.sep, "/")  # W&B's names inside an artifact use "/"
 
 
 def _wandb_value(value: HostValue) -> Any:
