@@ -192,11 +192,20 @@ class RunWriter:
                 "take_over=True to take the run from it (its later writes are then refused)"
             )
 
-    def _claim(self, db: sqlite3.Connection, now: float) -> None:
-        """Refreshes the heartbeat if this writer still owns the run (in ``db``'s transaction); else raises."""
-        cursor = db.execute(
-            "UPDATE runs SET heartbeat = ? WHERE num = ? AND sessions = ?", (now, self._run, self._session)
-        )
+    def _claim(self, db: sqlite3.Connection, now: float, *, last_step: int | None = None) -> None:
+        """Refreshes the heartbeat (and the last step) if this writer still owns the run; else raises.
+
+        Runs inside ``db``'s transaction, so a refused write stores nothing.
+        """
+        if last_step is None:
+            cursor = db.execute(
+                "UPDATE runs SET heartbeat = ? WHERE num = ? AND sessions = ?", (now, self._run, self._session)
+            )
+        else:
+            cursor = db.execute(
+                "UPDATE runs SET heartbeat = ?, last_step = ? WHERE num = ? AND sessions = ?",
+                (now, last_step, self._run, self._session),
+            )
         if cursor.rowcount == 0:
             raise self._taken_over(db)
         self._beat_at = now
@@ -249,11 +258,10 @@ class RunWriter:
             now = time.time()
 
             def body(db: sqlite3.Connection) -> None:
-                self._claim(db, now)  # first: a run taken over gets nothing
+                self._claim(db, now, last_step=step)  # first: a run taken over gets nothing
                 if step < self._last_step:
                     self._supersede(db, step, now)
                 self._insert(db, pairs, step, now)
-                db.execute("UPDATE runs SET last_step = ? WHERE num = ?", (step, self._run))
 
             self._commit(body)
             self._last_step = step  # the latest step, or where a rewind restarted the run: once it is stored
