@@ -95,6 +95,14 @@ def test_a_writer_in_this_process_not_closed_holds_its_run_until_it_is_dropped(t
     first.write([("loss", 1.0)], step=0)
     with pytest.raises(jt.RunInUseError, match=rf"run 'held' .*process {os.getpid()}"):
         RunWriter(path, run_id="held")
+    # The notebook case: the same run id started again through init_tracker says what to do.
+    store = tmp_path / "notebook.db"
+    jt.init_tracker({"type": "local", "path": str(store)}, run_id="cell")
+    with pytest.raises(jt.RunInUseError, match=r"a tracker of this process still writes it .*jaxtrack\.finish\(\)"):
+        jt.init_tracker({"type": "local", "path": str(store)}, run_id="cell")
+    jt.finish()
+    jt.init_tracker({"type": "local", "path": str(store)}, run_id="cell")  # once finished, it resumes
+    jt.finish()
     del first  # dropped without close(), as a notebook cell run again does
     gc.collect()
     second = RunWriter(path, run_id="held")

@@ -181,16 +181,21 @@ class RunWriter:
 
     def _refuse_if_held(self, owner: Owner) -> None:
         """Raises ``RunInUseError`` if ``owner`` still writes the run (in this process: a writer not closed)."""
-        if owner.is_this_process():
-            held = _is_claimed(self.path, self.run_id)  # else an earlier writer here was dropped unclosed
-        else:
-            held = owner.alive()
-        if held:
-            raise RunInUseError(
-                f"run {self.run_id!r} is being written by another writer: {owner.describe()} "
-                f"(store {self.path!r}). Finish that run first, give this one another run id, or pass "
-                "take_over=True to take the run from it (its later writes are then refused)"
-            )
+        here = owner.is_this_process()
+        # In this process: held while an earlier writer is open (one dropped unclosed holds nothing).
+        if not (_is_claimed(self.path, self.run_id) if here else owner.alive()):
+            return
+        finish = (
+            "a tracker of this process still writes it (a notebook cell run again?): finish it first "
+            "(jaxtrack.finish() or tracker.finish())"
+            if here
+            else "finish that run first"
+        )
+        raise RunInUseError(
+            f"run {self.run_id!r} is being written by another writer: {owner.describe()} "
+            f"(store {self.path!r}); {finish}, give this one another run id, or pass "
+            "take_over=True to take the run from it (its later writes are then refused)"
+        )
 
     def _claim(self, db: sqlite3.Connection, now: float, *, last_step: int | None = None) -> None:
         """Refreshes the heartbeat (and the last step) if this writer still owns the run; else raises.
