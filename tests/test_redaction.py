@@ -780,3 +780,35 @@ def test_secrets_planted_everywhere_reach_no_byte_any_backend_writes(
     assert config["openai/OPENAI_KEY"] == config["ssh_key"] == config["jwt"] == config["GITHUB_PAT"] == REDACTED
     assert run.name == "sweep [redacted]"
     assert "[redacted]" in caplog.text and "loss" in caplog.text
+
+
+def test_a_text_logged_under_a_credentials_name_goes_whole_and_special_tokens_stay(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    jt.init_tracker({"type": "local", "path": str(path)}, run_id="named")
+    jt.log({"db_password": "hunter2hunter2", "pad_token": "<pad>", "note": "password=hunter2hunter2"}, step=0)
+    jt.log_summary({"api_key": "abc123def456", "video_token": "<|video_pad|>"})
+    jt.finish()
+    with RunStore(path) as store:
+        assert store.history("named") == [
+            {"step": 0, "db_password": "[redacted]", "pad_token": "<pad>", "note": "password=[redacted]"}
+        ]
+        assert store.run("named").summary == {"api_key": "[redacted]", "video_token": "<|video_pad|>"}
+    assert b"hunter2" not in path.read_bytes() and b"abc123def456" not in path.read_bytes()
+
+
+@pytest.mark.parametrize("key", ["TELEGRAM_BOT_TOKEN", "bot_token", "DB_PWD", "MYSQL_PWD", "passcode"])
+def test_names_of_bot_tokens_and_short_password_names_are_credentials(key: str) -> None:
+    assert redact({key: "s3cr3t-value"}) == {key: "[redacted]"}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("video_token", "<|video_pad|>"),
+        ("boi_token", "<start_of_image>"),
+        ("mask_token", "[MASK]"),
+        ("bos_token", "<s>"),
+    ],
+)
+def test_a_special_token_under_a_token_name_stays_readable(key: str, value: str) -> None:
+    assert redact({key: value}) == {key: value}

@@ -61,9 +61,11 @@ SECRET_WORDS = frozenset(
         "credentials",
         "dsn",
         "jwt",
+        "passcode",
         "passphrase",
         "passwd",
         "password",
+        "pwd",
         "privatekey",
         "secret",
         "secrets",
@@ -136,7 +138,7 @@ TOKEN_FORMATS: dict[str, str] = {
 """Credentials recognised by their form wherever they appear in a text, by name (``sk-``: OpenAI's and Anthropic's keys)."""
 
 _SPECIAL_TOKENS = frozenset(
-    {"bos", "eos", "pad", "unk", "sep", "cls", "mask", "eot", "bot", "start", "end", "special", "image", "max", "num"}
+    {"bos", "eos", "pad", "unk", "sep", "cls", "mask", "eot", "start", "end", "special", "image", "max", "num"}
 )
 _PLURALIZABLE = SECRET_WORDS | {second for _, second in SECRET_PAIRS}
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
@@ -287,6 +289,31 @@ def _names_secret(match: re.Match[str]) -> bool:
     return is_secret_key(name) or (in_query and name.lower() in _QUERY_SECRETS)
 
 
+_SPECIAL_TOKEN_VALUE = re.compile(r"<[^<>\s]{1,40}>|<\|[^|\s]{1,40}\|>|\[[A-Z_]{1,40}\]")
+"""A tokenizer's special token (``<s>``, ``<|video_pad|>``, ``[MASK]``): what a ``*_token`` key often holds."""
+
+
+def _redacts_whole(key: str, value: Any) -> bool:
+    """Whether the value of ``key`` goes whole: the key names a credential (a special token's text stays)."""
+    if value is None or isinstance(value, bool) or not is_secret_key(key):
+        return False
+    return not (isinstance(value, str) and _SPECIAL_TOKEN_VALUE.fullmatch(value))
+
+
+def redact_logged(key: str, text: str) -> str:
+    """A text value logged under ``key``, as backends receive it: whole if the key names a credential.
+
+    Otherwise only the credentials in it go ([`redact_text`][jaxtrack.redaction.redact_text]).
+
+    Examples:
+        >>> redact_logged("db_password", "hunter2hunter2"), redact_logged("note", "lr=3e-4")
+        ('[redacted]', 'lr=3e-4')
+        >>> redact_logged("video_token", "<|video_pad|>")  # a special token, not a credential
+        '<|video_pad|>'
+    """
+    return REDACTED if _redacts_whole(key, text) else redact_text(text)
+
+
 def redact(hparams: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``hparams`` (nested or flat) with every credential replaced by [`REDACTED`][jaxtrack.redaction.REDACTED].
 
@@ -304,7 +331,7 @@ def redact(hparams: Mapping[str, Any]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for key, value in hparams.items():
-        if value is not None and not isinstance(value, bool) and is_secret_key(str(key)):
+        if _redacts_whole(str(key), value):
             out[key] = REDACTED
         else:
             out[key] = _redact_inside(value)
@@ -337,4 +364,13 @@ def _is_value_type(value: Any) -> bool:
     return isinstance(value, (Histogram, Image))
 
 
-__all__ = ["REDACTED", "SECRET_PAIRS", "SECRET_WORDS", "TOKEN_FORMATS", "is_secret_key", "redact", "redact_text"]
+__all__ = [
+    "REDACTED",
+    "SECRET_PAIRS",
+    "SECRET_WORDS",
+    "TOKEN_FORMATS",
+    "is_secret_key",
+    "redact",
+    "redact_logged",
+    "redact_text",
+]

@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import jaxtrack as jt
 from jaxtrack.store import RunStore, RunWriter
+from jaxtrack.store import writer as writer_module
 from jaxtrack.trackers.local import LocalTracker
+from support.disk import fail_commits
+from support.faults import WAIT
 from support.links import (
     SECRET,
     LinkedArtifact,
@@ -147,3 +152,45 @@ def test_the_store_rejects_an_artifacts_folder_that_is_a_link_when_reading(tmp_p
     (path.parent / "artifacts").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     with RunStore(path) as store, pytest.raises(jt.UnsafePathError, match="outside its artifacts folder"):
         store.artifacts("moved")
+
+
+# ---- 4. failures while storing an artifact --------------------------------------------------------
+
+
+def test_an_artifact_whose_commit_failed_leaves_no_folder_and_the_next_upload_of_its_name_is_stored(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    source = tmp_path / "model.bin"
+    source.write_bytes(b"weights")
+    with RunWriter(path, run_id="retry") as writer:
+        fail_commits(writer)
+        with pytest.raises(jt.StoreError, match="disk is full"):
+            writer.add_artifact(source, name="model")
+        writer.add_artifact(source, name="model")  # before: "Directory not empty" for every later upload
+    artifacts = RunStore(path).artifacts("retry")
+    assert [(a["name"], a["version"]) for a in artifacts] == [("model", 1)]
+    (run_dir,) = (path.parent / "artifacts").iterdir()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["1-model-v1"]  # no folder that no row names
+
+
+def test_the_heartbeat_goes_on_while_an_artifact_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "runs.db"
+    source = tmp_path / "model.bin"
+    source.write_bytes(b"weights")
+    writer = RunWriter(path, run_id="copying")
+    beats: list[bool] = []
+    copy = writer_module.copy_artifact
+
+    def copy_and_beat(*args: Any, **kwargs: Any) -> None:
+        # While the copy runs, another thread (the heartbeat's) must be able to beat.
+        beater = threading.Thread(target=lambda: beats.append(writer._beat_now(0.0)))
+        beater.start()
+        beater.join(timeout=WAIT)
+        beats.append(not beater.is_alive())
+        copy(*args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "copy_artifact", copy_and_beat)
+    writer.add_artifact(source, name="model")
+    writer.close()
+    assert beats == [True, True]  # before: the beat waited for the whole copy (the writer's lock)

@@ -19,7 +19,7 @@ import pytest
 
 import jaxtrack as jt
 from jaxtrack.store import RunStore, RunWriter
-from jaxtrack.store.owner import Owner
+from jaxtrack.store.owner import Owner, pid_namespace
 from jaxtrack.trackers.local import LocalTracker
 from support.faults import wait_until
 from support.store import query, read_history, read_run, read_step_lines, start_writer, writer_rows
@@ -208,3 +208,12 @@ def test_a_writer_killed_in_a_pid_namespace_reads_killed_once_its_heartbeat_is_s
         LocalTracker(path, run_id="contained")
     LocalTracker(path, run_id="contained", take_over=True).finish()
     assert read_run(path, "contained").status == "finished"
+
+
+def test_a_writer_of_a_live_process_silent_past_the_stale_time_is_dead() -> None:
+    """A writer dropped unclosed by a process that goes on (a notebook kernel), or a process id reused."""
+    here = socket.gethostname()
+    alive_process = os.getppid()  # exists, but has not beaten for an hour
+    assert not Owner(here, alive_process, pid_namespace(), heartbeat=time.time() - 3600).alive()
+    assert Owner(here, alive_process, pid_namespace(), heartbeat=time.time()).alive()
+    assert not Owner(here, 2**22 + 12345, pid_namespace(), heartbeat=time.time()).alive()  # no such process

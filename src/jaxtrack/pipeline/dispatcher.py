@@ -46,7 +46,7 @@ from jaxtrack.pipeline.health import Health
 from jaxtrack.pipeline.lanes import Lane, mark_delivery_thread, on_delivery_thread, serving
 from jaxtrack.pipeline.steps import StepCounter
 from jaxtrack.pipeline.taps import ReportedValues
-from jaxtrack.redaction import redact, redact_text
+from jaxtrack.redaction import redact, redact_logged
 from jaxtrack.values.convert import to_plain
 from jaxtrack.values.normalize import NormalizedValues
 
@@ -364,7 +364,7 @@ class Dispatcher:
             payload = call.prepare(payload)
         if method in ("log", "log_summary"):
             # Credentials in text values are redacted here, once for every backend (positional: a keyword costs ~0.1 µs).
-            values = NormalizedValues(self._readable(task, payload), redact_text)
+            values = NormalizedValues(self._readable(task, payload), redact_logged)
             for key, error in values.failed:
                 self._unreadable_value(task, key, error)
             resolved = None

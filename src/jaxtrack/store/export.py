@@ -176,7 +176,7 @@ def export_wandb(
         "resume": "allow",
         # This process only copies the run: its console output, system metrics and git
         # checkout are not the run's.
-        "settings": wandb.Settings(console="off", x_disable_stats=True, disable_git=True),
+        "settings": wandb.Settings(console="off", x_disable_stats=True, disable_git=True, silent=True),
     }
     if directory is not None:
         os.makedirs(directory, exist_ok=True)

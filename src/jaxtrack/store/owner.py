@@ -7,11 +7,13 @@ run's ``heartbeat`` at least every ``HEARTBEAT_SECS`` seconds while it is open.
 
 An owner is judged alive:
 
-- when it is a process of this host and this PID namespace, by whether that
-  process exists (a killed writer reads as dead at once);
-- otherwise (another host, or another container of this host, where the same
-  process id names another process), by its heartbeat: alive while the
-  heartbeat is at most ``STALE_AFTER_SECS`` seconds old.
+- by its heartbeat: alive while the heartbeat is at most ``STALE_AFTER_SECS``
+  seconds old (a writer dropped unclosed by a process that goes on, or a
+  process id reused after a reboot, is dead once its heartbeat is stale);
+- and, when it is a process of this host and this PID namespace, only while
+  that process exists (a killed writer reads as dead at once). Elsewhere
+  (another host, another container of this host, where the same process id
+  names another process) the heartbeat alone decides.
 
 Heartbeats are wall-clock times (``time.time()``), so hosts sharing a store
 over a network file system should keep their clocks in step to well within
@@ -81,11 +83,11 @@ class Owner:
         return self.checkable() and self.pid == os.getpid()
 
     def alive(self, *, now: float | None = None, stale_after: float = STALE_AFTER_SECS) -> bool:
-        """Whether the owner still runs: its process exists, or (when it cannot be checked) its heartbeat is fresh."""
-        if self.checkable():
-            return _process_exists(self.pid)  # type: ignore[arg-type]  # checkable() rules out None
-        if self.heartbeat is None:
+        """Whether the owner still runs: its heartbeat is fresh and (where it can be checked) its process exists."""
+        if self.checkable() and not _process_exists(self.pid):  # type: ignore[arg-type]  # checkable(): not None
             return False
+        if self.heartbeat is None:
+            return self.checkable()  # a run of an older jaxtrack, without heartbeats: its process decides
         return (time.time() if now is None else now) - self.heartbeat <= stale_after
 
     def describe(self) -> str:

@@ -330,36 +330,44 @@ class RunWriter:
         ``artifacts`` folder that is a link is an
         [`UnsafePathError`][jaxtrack.errors.UnsafePathError].
         """
-        with self._lock:
-            source = os.fspath(artifact_path)
-            if not os.path.exists(source):
-                raise FileNotFoundError(f"artifact path does not exist: {source!r}")
-            name = name or os.path.basename(os.path.normpath(source))
-            run_dir = run_artifacts_dir(self.path, f"{self._run}-{safe_file_name(self.run_id)}")
-            # Copied before the transaction, so a large file does not hold the store's write
-            # lock (other processes' runs) while it copies; moved into place inside it.
-            staging = tempfile.mkdtemp(prefix=".incoming-", dir=run_dir)
-            try:
-                copied = os.path.join(staging, safe_file_name(os.path.basename(os.path.normpath(source))))
-                copy_artifact(source, copied, name=name)
-                with self._transaction() as db:
-                    self._claim(db, time.time())
-                    (version,) = db.execute(
-                        "SELECT coalesce(max(version), 0) + 1 FROM artifacts WHERE run = ? AND name = ?",
-                        (self._run, name),
-                    ).fetchone()
-                    (upload,) = db.execute("SELECT count(*) + 1 FROM artifacts WHERE run = ?", (self._run,)).fetchone()
-                    # Folders carry the run's and the upload's numbers: names that clean up alike
-                    # ("run+1" and "run_1", "model v1" and "model_v1") never share one.
-                    folder = os.path.join(run_dir, f"{upload}-{safe_file_name(name)}-v{version}")
-                    os.replace(staging, folder)
-                    relative = os.path.relpath(os.path.join(folder, os.path.basename(copied)), store_dir(self.path))
-                    db.execute(
-                        "INSERT INTO artifacts (run, name, version, type, path, time) VALUES (?, ?, ?, ?, ?, ?)",
-                        (self._run, name, version, type, relative, time.time()),
-                    )
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)  # gone already unless something failed
+        source = os.fspath(artifact_path)
+        if not os.path.exists(source):
+            raise FileNotFoundError(f"artifact path does not exist: {source!r}")
+        name = name or os.path.basename(os.path.normpath(source))
+        run_dir = run_artifacts_dir(self.path, f"{self._run}-{safe_file_name(self.run_id)}")
+        # Copied before the transaction, so a large file does not hold the store's write lock (other
+        # processes' runs), and outside the writer's lock, so the heartbeat goes on while a large
+        # checkpoint copies; moved into place inside the transaction.
+        staging = tempfile.mkdtemp(prefix=".incoming-", dir=run_dir)
+        moved: str | None = None  # the folder moved into place, until its row is committed
+        try:
+            copied = os.path.join(staging, safe_file_name(os.path.basename(os.path.normpath(source))))
+            copy_artifact(source, copied, name=name)
+            with self._lock, self._transaction() as db:
+                self._claim(db, time.time())
+                (version,) = db.execute(
+                    "SELECT coalesce(max(version), 0) + 1 FROM artifacts WHERE run = ? AND name = ?",
+                    (self._run, name),
+                ).fetchone()
+                (upload,) = db.execute("SELECT count(*) + 1 FROM artifacts WHERE run = ?", (self._run,)).fetchone()
+                # Folders carry the run's and the upload's numbers: names that clean up alike
+                # ("run+1" and "run_1", "model v1" and "model_v1") never share one.
+                folder = os.path.join(run_dir, f"{upload}-{safe_file_name(name)}-v{version}")
+                if os.path.isdir(folder) and not os.path.islink(folder):
+                    # Left by an upload whose commit failed or whose process was killed: no row names it.
+                    shutil.rmtree(folder)
+                os.replace(staging, folder)
+                moved = folder
+                relative = os.path.relpath(os.path.join(folder, os.path.basename(copied)), store_dir(self.path))
+                db.execute(
+                    "INSERT INTO artifacts (run, name, version, type, path, time) VALUES (?, ?, ?, ?, ?, ?)",
+                    (self._run, name, version, type, relative, time.time()),
+                )
+            moved = None  # committed: the folder is the artifact's
+        finally:
+            if moved is not None:  # the row was not committed: nothing may name the folder, so it goes
+                shutil.rmtree(moved, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)  # gone already unless something failed
 
     def flush(self) -> None:
         """Folds the write-ahead log into the database as far as no reader holds it back (a no-op once closed)."""

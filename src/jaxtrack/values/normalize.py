@@ -76,7 +76,8 @@ class NormalizedValues:
     counts the NaN/Inf elements of each array value (left out of its
     histogram), for guards; ``nbytes`` is about what the values hold.
     ``text``, if given, rewrites every text value and image caption once for
-    all backends (the pipeline passes [`redact_text`][jaxtrack.redaction.redact_text]);
+    all backends, as ``text(key, value)`` (the pipeline passes
+    [`redact_logged`][jaxtrack.redaction.redact_logged]);
     numbers never reach it, so they cost nothing more.
 
     Examples:
@@ -86,13 +87,13 @@ class NormalizedValues:
         (0.5, [1, 1])
         >>> values.nonfinite, sorted(values.for_bins(2))
         ({'w': 1}, ['loss', 'w'])
-        >>> dict(NormalizedValues({"loss": 0.5, "note": "warm-up"}, text=str.upper).scalars())
+        >>> dict(NormalizedValues({"loss": 0.5, "note": "warm-up"}, text=lambda key, value: value.upper()).scalars())
         {'loss': 0.5, 'note': 'WARM-UP'}
     """
 
     __slots__ = ("_arrays", "_by_bins", "_order", "_values", "failed", "nbytes", "nonfinite")
 
-    def __init__(self, flat: Mapping[str, Any], text: Callable[[str], str] | None = None) -> None:
+    def __init__(self, flat: Mapping[str, Any], text: Callable[[str, str], str] | None = None) -> None:
         self._values: dict[str, HostValue] = {}
         self._arrays: dict[str, np.ndarray] = {}  # array values, bucketed per backend
         self._order: list[str] | None = None  # key order, kept only when arrays interleave with other values
@@ -111,7 +112,7 @@ class NormalizedValues:
                 self.nbytes += 16
                 continue
             if kind is str:  # after the numbers, so that they pay nothing for it
-                self._values[key] = raw if text is None else text(raw)
+                self._values[key] = raw if text is None else text(key, raw)
                 self.nbytes += 16
                 continue
             try:
@@ -121,7 +122,7 @@ class NormalizedValues:
         if self._arrays:
             self._order = [key for key in flat if key in self._values or key in self._arrays]
 
-    def _add(self, key: str, raw: Any, text: Callable[[str], str] | None) -> None:
+    def _add(self, key: str, raw: Any, text: Callable[[str, str], str] | None) -> None:
         if raw is None:
             return
         if type(raw) in HOST_FLOAT_TYPES:
@@ -134,7 +135,7 @@ class NormalizedValues:
         elif isinstance(raw, Image):
             image = _host_image(key, raw)
             if text is not None and image.caption:
-                image = dataclasses.replace(image, caption=text(image.caption))
+                image = dataclasses.replace(image, caption=text(key, image.caption))
             self._values[key] = image
             self.nbytes += image.pixels.nbytes
         else:
