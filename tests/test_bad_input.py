@@ -93,6 +93,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 import jaxtrack
 import jaxtrack as jt
 from jaxtrack.callbacks import TerminateOnNaN
+from jaxtrack.redaction import redact_logged
 from jaxtrack.store import RunStore
 from jaxtrack.trackers.console import ConsoleTracker
 from jaxtrack.trackers.local import LocalTracker
@@ -267,11 +268,12 @@ class Expected:
     value: Any
 
 
-def expected(raw: Any) -> Expected:
+def expected(raw: Any, key: str | None = None) -> Expected:
+    """What a backend records for ``raw`` (logged under ``key``: text under a credential's name is redacted)."""
     if raw is None:
         return Expected("absent", None)
     if isinstance(raw, str):
-        return Expected("text", raw)
+        return Expected("text", raw if key is None else redact_logged(key, raw))
     if isinstance(raw, bool):
         return Expected("bool", raw)
     if isinstance(raw, int):
@@ -459,7 +461,7 @@ def test_generated_reports_are_refused_clearly_or_recorded_faithfully_by_the_loc
             return
         row = local_history(store, "fuzz").get(step, {})
         for key, raw in flat.items():
-            check_local(row, key, expected(raw))
+            check_local(row, key, expected(raw, key))
         assert set(row) == {key for key, raw in flat.items() if raw is not None}
 
     try:
@@ -488,7 +490,7 @@ def test_generated_reports_are_refused_clearly_or_recorded_faithfully_by_tensorb
             return
         accumulator = tb_accumulator(logdir)
         for key, raw in flat.items():
-            check_tensorboard(tb_values(accumulator, key), step, expected(raw))
+            check_tensorboard(tb_values(accumulator, key), step, expected(raw, key))
         assert set(accumulator.Tags()["tensors"]) == {key for key, raw in flat.items() if raw is not None}
 
     check()
@@ -520,7 +522,7 @@ def test_generated_reports_are_refused_clearly_or_printed_faithfully_by_the_cons
         present = {key: raw for key, raw in flat.items() if raw is not None}  # None values are left out
         assert line.count(" | ") == len(present), line
         for key, raw in present.items():
-            assert f" | {key} {console_text(expected(raw))}" in line, key
+            assert f" | {key} {console_text(expected(raw, key))}" in line, key
 
     check()
 
@@ -556,7 +558,7 @@ def test_generated_reports_are_refused_clearly_or_recorded_faithfully_by_wandb(t
     assert sorted(rows) == [step for step, _ in logged]
     for step, flat in logged:
         for key, raw in flat.items():
-            check_wandb(rows[step], key, expected(raw))
+            check_wandb(rows[step], key, expected(raw, key))
 
 
 def test_generated_reports_through_jt_log_are_refused_on_the_callers_thread_or_delivered(tmp_path):
