@@ -14,6 +14,7 @@ import pytest
 
 import jaxtrack as jt
 from jaxtrack.trackers.jsonl import JsonLinesConfig, JsonLinesTracker
+from support.disk import fill, free, small_disk
 from support.store import start_jsonl_writer
 
 
@@ -134,6 +135,26 @@ def test_sigkill_mid_run_leaves_only_whole_lines(tmp_path):
     assert [record["step"] for record in records] == list(range(len(records)))
     assert all(record["i"] == record["step"] and len(record["text"]) == 64 * 1024 for record in records)
     assert len(pd.read_json(path, lines=True)) == len(records)
+
+
+def test_a_full_disk_fails_reports_but_leaves_only_whole_lines(tmp_path):
+    with small_disk(tmp_path, size="1m") as disk:
+        path = disk / "run.jsonl"
+        tracker = JsonLinesTracker(path)
+        tracker.log({"i": 0}, step=0)
+        tracker.flush()
+        fill(disk)
+        free(disk, 6000)  # room for part of the next line only
+        with pytest.warns(jt.DataLossWarning):
+            for step in range(1, 4):
+                tracker.log({"i": step, "text": "x" * 5000}, step=step)
+            tracker.finish()
+        data = path.read_bytes()
+        assert tracker._fd is None  # closed although its finish record did not fit
+    assert data.endswith(b"\n")
+    records = [json.loads(line) for line in data.decode().splitlines()]
+    assert [(record["type"], record.get("i")) for record in records][:2] == [("log", 0), ("log", 1)]
+    assert all(record["type"] != "log" or record["i"] in (0, 1) for record in records)
 
 
 def test_config_from_yaml_and_dict_through_init_tracker(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ Values are written so that any JSON reader takes them: integers exact, bools as
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -50,6 +51,8 @@ class JsonLinesTracker(Tracker):
     (``O_APPEND``), so a process killed at any moment (even by ``SIGKILL``)
     leaves only whole lines; the file is synced to disk at most every
     ``SYNC_SECS`` seconds while the run writes, at ``flush`` and at ``finish``.
+    A line the disk has no room for fails its report (counted, and reported
+    at the end like any backend failure) and leaves no part of it in the file.
     A relative ``path`` is made absolute when the tracker starts. In a
     multi-process JAX run only process 0 writes, unless ``all_processes``.
 
@@ -153,22 +156,27 @@ class JsonLinesTracker(Tracker):
                 handler.flush()
 
     def finish(self) -> None:
-        self._write({"type": "finish", "time": time.time(), "status": self._status})
-        self.flush()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        try:
+            self._write({"type": "finish", "time": time.time(), "status": self._status})
+            self.flush()
+        finally:  # a finish record the disk has no room for still closes the file
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
     def _write(self, record: Mapping[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False, allow_nan=False)
         if self._fd is not None:
             data = (line + "\n").encode("utf-8")
             # One write of the whole line: O_APPEND puts it at the end in one piece, so a kill leaves
-            # whole lines. A short write (a full disk) raises below rather than leave half a line
-            # followed by the next one.
+            # whole lines. A short write (the disk filled up part-way) is cut off again, so the next
+            # line does not run on from half of this one, and fails the report (counted as lost).
             written = os.write(self._fd, data)
             if written != len(data):
-                raise OSError(f"json_logger wrote {written} of {len(data)} bytes of a line to {self.path}")
+                os.ftruncate(self._fd, os.lseek(self._fd, 0, os.SEEK_END) - written)
+                raise OSError(
+                    errno.ENOSPC, f"json_logger wrote {written} of {len(data)} bytes of a line (taken back)", self.path
+                )
             if time.monotonic() - self._synced_at >= SYNC_SECS:
                 os.fsync(self._fd)
                 self._synced_at = time.monotonic()
