@@ -28,11 +28,13 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from jaxtrack.errors import DataLossWarning
 from jaxtrack.multihost import per_process, writes
 from jaxtrack.store.writer import SYNC_SECS
 from jaxtrack.trackers.base import Tracker
@@ -51,6 +53,9 @@ class JsonLinesTracker(Tracker):
     (``O_APPEND``), so a process killed at any moment (even by ``SIGKILL``)
     leaves only whole lines; the file is synced to disk at most every
     ``SYNC_SECS`` seconds while the run writes, at ``flush`` and at ``finish``.
+    A file that ends in part of a line (a kill in the middle of a long write,
+    which Linux may cut short) has that part cut off, with a
+    [`DataLossWarning`][jaxtrack.DataLossWarning], when a tracker opens it again.
     A line the disk has no room for fails its report (counted, and reported
     at the end like any backend failure) and leaves no part of it in the file.
     A relative ``path`` is made absolute when the tracker starts. In a
@@ -110,7 +115,8 @@ class JsonLinesTracker(Tracker):
             return
         if self.path is not None:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            _cut_torn_tail(self._fd, self.path)
             return
         self.logger = logger if isinstance(logger, logging.Logger) else logging.getLogger(logger or DEFAULT_LOGGER)
         if not self.logger.hasHandlers():
@@ -186,6 +192,30 @@ class JsonLinesTracker(Tracker):
     def __repr__(self) -> str:
         target = f"path={self.path!r}" if self.path is not None else f"logger={getattr(self.logger, 'name', None)!r}"
         return f"JsonLinesTracker({target})"
+
+
+def _cut_torn_tail(fd: int, path: str) -> None:
+    """Cuts off a last line without its newline: what a kill during a write left (Linux may stop a
+    large write part-way for ``SIGKILL``), so the lines appended now do not run on from it."""
+    end = os.fstat(fd).st_size
+    if end == 0 or os.pread(fd, 1, end - 1) == b"\n":
+        return
+    start = end
+    while start > 0:
+        size = min(start, 1 << 16)
+        block = os.pread(fd, size, start - size)
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            start = start - size + newline + 1
+            break
+        start -= size
+    os.ftruncate(fd, start)
+    warnings.warn(
+        f"json_logger: {path} ended in {end - start} bytes of a line cut short (a process killed while it wrote); "
+        "they are removed and the lines before them kept",
+        DataLossWarning,
+        stacklevel=3,
+    )
 
 
 def _values(metrics: Mapping[str, Any]) -> dict[str, Any]:
