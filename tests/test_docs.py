@@ -84,7 +84,7 @@ def test_pages_that_include_the_readme_show_its_text(site):
     assert "make demo" in (site / "getting-started" / "index.html").read_text()
 
 
-@pytest.mark.parametrize("type_name", ["local", "tensorboard", "wandb", "console"])
+@pytest.mark.parametrize("type_name", ["local", "tensorboard", "wandb", "console", "json_logger"])
 def test_the_trackers_page_lists_every_option_of_each_backend(type_name):
     """Each backend's section has a row for every field of its config, so the page cannot fall behind."""
     page = (DOCS / "trackers.md").read_text()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import json
 import logging
 import os
 import tempfile
@@ -250,6 +251,17 @@ def test_console_tracker_logs_redacted_hyperparameters(caplog: pytest.LogCapture
     (line,) = [r.getMessage() for r in caplog.records if r.name == "test.redaction.console"]
     assert line == "hyperparameters | optimizer/lr 0.1 | wandb/api_key '[redacted]' | hf_token '[redacted]'"
     assert "SECRET" not in caplog.text
+
+
+def test_json_lines_file_holds_redacted_hyperparameters_and_text(tmp_path: Path) -> None:
+    tracker = jt.JsonLinesTracker(tmp_path / "run.jsonl")
+    tracker.log_hyperparameters(HPARAMS)
+    tracker.log({"note": "connect to postgres://u:SECRET@h/db"}, step=0)
+    tracker.finish()
+    records = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
+    assert records[0]["hyperparameters"] == REDACTED_FLAT
+    assert records[1]["note"] == "connect to postgres://u:[redacted]@h/db"
+    assert _files_holding(tmp_path) == []
 
 
 def test_clu_writer_behind_from_metric_writer_gets_redacted_hparams(caplog: pytest.LogCaptureFixture) -> None:

@@ -61,6 +61,8 @@ _BACKEND_NAMES = frozenset(
     {
         "ConsoleConfig",
         "ConsoleTracker",
+        "JsonLinesConfig",
+        "JsonLinesTracker",
         "LocalConfig",
         "LocalTracker",
         "NoopConfig",

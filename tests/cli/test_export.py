@@ -1,11 +1,12 @@
-"""``jaxtrack export``: a run replayed into TensorBoard event files and an offline W&B run, both read back.
+"""``jaxtrack export``: a run replayed into TensorBoard event files, an offline W&B run, JSON lines and CSV, read back.
 
-What ``export`` writes is read with TensorBoard's own event accumulator and
-with the ``.wandb`` file reader of ``tests/support/wandb_files.py``.
+What ``export`` writes is read with TensorBoard's own event accumulator, with
+the ``.wandb`` file reader of ``tests/support/wandb_files.py``, and with pandas.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sqlite3
@@ -13,6 +14,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import wandb
 
@@ -20,6 +22,7 @@ from jaxtrack.cli import main
 from jaxtrack.errors import ArtifactWarning
 from jaxtrack.store import RunStore
 from jaxtrack.trackers.local import LocalTracker
+from jaxtrack.values import Histogram
 from support.backends import tb_accumulator, tb_plain_hparams, tb_plugin, tb_scalars, tb_session_start_info, tb_tensors
 from support.cli import CONFIG, WIDE_LOSS, run_cli, run_cli_json
 from support.links import SECRET, artifact_with_links, assert_copied_without_following_links, secret_files
@@ -71,6 +74,82 @@ def test_export_to_tensorboard_json(store, capsys, tmp_path):
         "artifacts": 0,
     }
     assert [value for _, value in tb_scalars(tb_accumulator(tmp_path), "train/loss")] == pytest.approx(WIDE_LOSS)
+
+
+def test_export_to_jsonl_replays_the_run_and_pandas_reads_its_history(store, capsys, tmp_path):
+    path = tmp_path / "exp-base.jsonl"
+    path.write_text("an older export\n")  # replaced, not appended to
+    out = run_cli(capsys, "export", "exp-base", "--to", "jsonl", str(path), "--store", store)
+    assert "5 steps, 25 values, 3 hyperparameters, 4 summary values, 1 artifact" in out
+    assert f"file: {path}" in out
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [record["type"] for record in records] == ["hyperparameters", *["log"] * 5, "summary", "artifact", "finish"]
+    assert records[0]["hyperparameters"] == CONFIG
+    assert records[-1]["status"] == "finished"
+    assert records[-2]["name"] == "notes" and records[-2]["artifact_type"] == "text"
+    assert records[-3]["summary"]["diverged"] == "NaN" and records[-3]["summary"]["peak"] == "Infinity"
+
+    # precise_float: pandas' fast float parser is off in the last digit (0.6000000000000001 for 0.6)
+    logs = pd.read_json(path, lines=True, precise_float=True).query("type == 'log'").set_index("step")
+    with RunStore(store) as reader:
+        history = reader.history("exp-base")
+    assert logs.index.tolist() == [row["step"] for row in history]
+    assert [record["train/loss"] for record in records[1:6]] == [row["train/loss"] for row in history]  # exact
+    for row in history:
+        for key, value in row.items():
+            exported = logs.loc[row["step"], key] if key != "step" else row["step"]
+            if isinstance(value, Histogram):
+                assert exported["num"] == value.num and exported["bucket_counts"] == value.bucket_counts.tolist()
+            elif key == "sample":
+                assert exported == {"image": {"shape": [1, 4, 5, 3], "caption": "digit"}}
+            elif isinstance(value, float) and math.isnan(value):
+                assert math.isnan(float(exported))  # pandas may turn the string "NaN" into NaN itself
+            else:
+                assert exported == value, key
+
+
+def test_export_of_a_failed_run_to_jsonl_ends_failed(store, capsys, tmp_path):
+    exported = run_cli_json(capsys, "export", "exp-wide", "--to", "jsonl", str(tmp_path / "w.jsonl"), "--store", store)
+    assert exported["target"] == "jsonl" and exported["steps"] == 3 and exported["path"] == str(tmp_path / "w.jsonl")
+    frame = pd.read_json(tmp_path / "w.jsonl", lines=True)
+    assert frame["loss" if "loss" in frame else "train/loss"].dropna().tolist() == WIDE_LOSS
+    assert frame["status"].dropna().tolist() == ["failed"]
+
+
+def test_export_to_csv_is_the_history_as_pandas_reads_it(store, capsys, tmp_path):
+    path = tmp_path / "exp-base.csv"
+    out = run_cli(capsys, "export", "exp-base", "--to", "csv", str(path), "--store", store)
+    assert "5 rows, 7 columns" in out and f"file: {path}" in out
+    frame = pd.read_csv(path)
+    assert frame.columns[0] == "step"
+    assert sorted(frame.columns[1:]) == ["epoch", "lr", "note", "train/acc", "train/loss", "val/loss"]
+    with RunStore(store) as reader:
+        history = reader.history("exp-base")
+    assert frame["step"].tolist() == [row["step"] for row in history]
+    for column in ["epoch", "lr", "train/acc", "train/loss"]:
+        assert frame[column].tolist() == [row[column] for row in history]
+    val = frame["val/loss"].tolist()  # a step without a value: an empty cell, NaN to pandas, as the logged NaN
+    assert math.isnan(val[0]) and val[2] == 0.9 and math.isnan(val[4])
+    assert frame["note"].tolist()[0] == "warm-up\nsecond line"  # quoted text keeps its newline
+    assert path.read_text().splitlines()[0].startswith('"step","')  # names quoted as text
+
+
+def test_csv_keeps_bools_infinities_and_quoted_text(tmp_path, capsys):
+    db = str(tmp_path / "runs.db")
+    with LocalTracker(db, run_id="kinds") as tracker:
+        tracker.log({"ok": True, "up": math.inf, "text": 'a, "b"'}, step=0)
+        tracker.log({"ok": False, "up": -math.inf, "text": "123"}, step=1)
+    run_cli(capsys, "export", "kinds", "--to", "csv", str(tmp_path / "k.csv"), "--store", db)
+    frame = pd.read_csv(tmp_path / "k.csv")
+    assert frame["ok"].tolist() == [True, False]
+    assert frame["up"].tolist() == [math.inf, -math.inf]
+    assert frame["text"].tolist()[0] == 'a, "b"'
+
+
+@pytest.mark.parametrize("target", ["jsonl", "csv"])
+def test_export_to_a_file_needs_one_file(store, capsys, target):
+    assert main(["export", "exp-base", "--to", target, "--store", store]) == 1
+    assert f"--to {target} needs one file: --to {target} FILE" in capsys.readouterr().err
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 ``start_writer`` starts ``local_store_writer.py`` as a separate Python
 process, for the durability and concurrency tests; ``writer_rows`` are the
-history rows it writes.
+history rows it writes. ``start_jsonl_writer`` starts ``jsonl_writer.py``, the
+same way, for the JSON lines tracker's kill test.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from jaxtrack.store import RunStore, StoredRun
 
 WRITER = Path(__file__).resolve().parent / "local_store_writer.py"
+JSONL_WRITER = Path(__file__).resolve().parent / "jsonl_writer.py"
 
 
 def read_history(path: Path, run_id: str, keys: list[str] | None = None) -> list[dict[str, Any]]:
@@ -79,6 +81,19 @@ def start_writer(
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=stderr,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        start_new_session=True,
+    )
+
+
+def start_jsonl_writer(path: Path, ready_step: int, *, cwd: Path) -> subprocess.Popen[str]:
+    """``jsonl_writer.py`` in a new Python process (CPU-only JAX) leading a session of its own, as ``start_writer``."""
+    return subprocess.Popen(
+        [sys.executable, str(JSONL_WRITER), str(path), str(ready_step)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
         start_new_session=True,

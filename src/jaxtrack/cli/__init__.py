@@ -11,6 +11,7 @@ prints JSON instead of text (NaN and infinities become ``null``)::
     jaxtrack plot RUN [KEY ...] [-o FILE.png] [--compare RUN2 ...]
     jaxtrack export RUN --to tensorboard DIR
     jaxtrack export RUN --to wandb [--project P] [--entity E] [--mode offline|online] [--dir D]
+    jaxtrack export RUN --to jsonl FILE | --to csv FILE
 
 For example, after training with the local tracker::
 
@@ -23,7 +24,7 @@ For example, after training with the local tracker::
     $ jaxtrack export baseline --to wandb --mode offline   # then `wandb sync <the run directory it prints>`
 
 ``plot`` needs ``pip install 'jaxtrack[plot]'`` (matplotlib), ``export`` the
-``tensorboard`` or ``wandb`` extra. A problem the user can fix (no store, no
+``tensorboard`` or ``wandb`` extra (``jsonl`` and ``csv`` need none). A problem the user can fix (no store, no
 such run or key, a missing package) is reported as one line,
 ``jaxtrack: error: ...``, with exit status 1; a malformed command line exits
 with status 2, as argparse does.

@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export",
         parents=common,
-        help="replay a run into TensorBoard event files or a W&B run",
+        help="replay a run into TensorBoard event files, a W&B run or a JSON lines file, or its history into CSV",
         description="Replay a run's hyperparameters, history and summary into another backend.",
     )
     export.add_argument("run", metavar="RUN")
@@ -136,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--to",
         nargs="+",
         required=True,
-        metavar=("TARGET", "DIR"),
-        help="'tensorboard DIR' (DIR: a run directory for TensorBoard) or 'wandb'",
+        metavar=("TARGET", "PATH"),
+        help="'tensorboard DIR' (DIR: a run directory for TensorBoard), 'wandb', 'jsonl FILE' or 'csv FILE'",
     )
     export.add_argument("--project", help="W&B project (default: the run's project)")
     export.add_argument("--entity", help="W&B entity (default: yours)")

@@ -5,12 +5,15 @@ history, summary and artifacts into any [`Tracker`][jaxtrack.Tracker].
 [`export_tensorboard`][jaxtrack.store.export.export_tensorboard] and
 [`export_wandb`][jaxtrack.store.export.export_wandb] replay a run of a
 [`RunStore`][jaxtrack.store.reader.RunStore] into TensorBoard event files or a W&B
-run, and return what they wrote; ``EXPORT_TARGETS`` names the two. An export
+run, [`export_jsonl`][jaxtrack.store.export.export_jsonl] into a JSON lines file,
+and [`export_csv`][jaxtrack.store.export.export_csv] writes its history as a table;
+each returns what it wrote; ``EXPORT_TARGETS`` names them. An export
 that the target refuses is an [`ExportError`][jaxtrack.store.export.ExportError].
 """
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,10 +22,11 @@ from jaxtrack._optional import import_optional
 from jaxtrack.store.codec import from_summary
 from jaxtrack.store.reader import RunStore, StoredRun
 from jaxtrack.trackers.base import Tracker
+from jaxtrack.trackers.jsonl import JsonLinesTracker
 from jaxtrack.trackers.tensorboard import TensorboardTracker
 from jaxtrack.trackers.wandb import WandbTracker
 
-EXPORT_TARGETS = ("tensorboard", "wandb")
+EXPORT_TARGETS = ("tensorboard", "wandb", "jsonl", "csv")
 """What a run can be exported to (``jaxtrack export --to``)."""
 
 
@@ -127,6 +131,94 @@ def export_tensorboard(store: RunStore, ref: str, logdir: str | os.PathLike[str]
     return {"target": "tensorboard", "run": run.id, "path": os.path.abspath(logdir), **counts}
 
 
+def export_jsonl(store: RunStore, ref: str, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Replays the run ``ref`` names into a JSON lines file at ``path``, as ``type: json_logger`` writes one.
+
+    The file is replaced if it exists. It ends with a ``finish`` record
+    holding the run's status. Returns ``target``, ``run`` (its id), ``path``
+    (absolute) and the counts [`replay`][jaxtrack.store.export.replay] returns.
+
+    Examples:
+        >>> import json, os, tempfile
+        >>> from jaxtrack.store import RunStore
+        >>> from jaxtrack.trackers.local import LocalTracker
+        >>> directory = tempfile.mkdtemp()
+        >>> with LocalTracker(os.path.join(directory, "runs.db"), run_id="r1") as tracker:
+        ...     tracker.log({"loss": 1.0}, step=0)
+        >>> with RunStore(os.path.join(directory, "runs.db")) as store:
+        ...     exported = export_jsonl(store, "latest", os.path.join(directory, "r1.jsonl"))
+        >>> [json.loads(line)["type"] for line in open(exported["path"])]
+        ['log', 'finish']
+    """
+    run = store.run(ref)
+    history = store.history(run.id)
+    artifacts = store.artifacts(run.id)
+    path = os.path.abspath(path)
+    if os.path.lexists(path):
+        os.remove(path)  # an export is the run as stored, not appended to an older copy
+    tracker = JsonLinesTracker(path, all_processes=True)  # the export's process writes, whatever it is
+    try:
+        counts = replay(tracker, run, history, artifacts)
+        tracker.set_status(run.status)
+    except BaseException:
+        tracker.set_status("failed")  # a partial copy must not look like the finished run
+        raise
+    finally:
+        tracker.finish()
+    return {"target": "jsonl", "run": run.id, "path": path, **counts}
+
+
+def export_csv(store: RunStore, ref: str, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Writes the history of the run ``ref`` names as a CSV table at ``path``: one row a step, one column a key.
+
+    Columns are ``step`` and then each scalar or text key, in the order
+    [`RunStore.history`][jaxtrack.store.reader.RunStore.history] first gives it; a step without a value of a key leaves its cell empty. Text is
+    quoted, bools are ``True``/``False`` and NaN and infinities ``nan``,
+    ``inf``, ``-inf``, which ``pandas.read_csv`` reads back as such.
+    Histograms and images have no cell: export to ``jsonl`` for them. Returns
+    ``target``, ``run``, ``path`` (absolute), ``steps``, ``columns`` and ``values``.
+
+    Examples:
+        >>> import os, tempfile
+        >>> from jaxtrack.store import RunStore
+        >>> from jaxtrack.trackers.local import LocalTracker
+        >>> directory = tempfile.mkdtemp()
+        >>> with LocalTracker(os.path.join(directory, "runs.db"), run_id="r1") as tracker:
+        ...     tracker.log({"loss": 1.0, "note": "start"}, step=0)
+        ...     tracker.log({"loss": 0.5}, step=1)
+        >>> with RunStore(os.path.join(directory, "runs.db")) as store:
+        ...     exported = export_csv(store, "latest", os.path.join(directory, "r1.csv"))
+        >>> print(open(exported["path"]).read(), end="")
+        "step","loss","note"
+        0,1.0,"start"
+        1,0.5,""
+    """
+    run = store.run(ref)
+    history = store.history(run.id)
+    columns: dict[str, None] = {}  # ordered as the history first gives each key
+    for row in history:
+        for key, value in row.items():
+            if key != "step" and isinstance(value, bool | int | float | str):
+                columns.setdefault(key, None)
+    path = os.path.abspath(path)
+    values = 0
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file, quoting=csv.QUOTE_NONNUMERIC)  # text quoted, numbers not
+        writer.writerow(["step", *columns])
+        for row in history:
+            cells = [row.get(key) for key in columns]
+            values += sum(cell is not None for cell in cells)
+            writer.writerow([row["step"], *("" if cell is None else cell for cell in cells)])
+    return {
+        "target": "csv",
+        "run": run.id,
+        "path": path,
+        "steps": len(history),
+        "columns": len(columns) + 1,
+        "values": values,
+    }
+
+
 def export_wandb(
     store: RunStore,
     ref: str,
@@ -220,4 +312,12 @@ def _wandb_mode_from_environment() -> str:
     return mode
 
 
-__all__ = ["EXPORT_TARGETS", "ExportError", "export_tensorboard", "export_wandb", "replay"]
+__all__ = [
+    "EXPORT_TARGETS",
+    "ExportError",
+    "export_csv",
+    "export_jsonl",
+    "export_tensorboard",
+    "export_wandb",
+    "replay",
+]

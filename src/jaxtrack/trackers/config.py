@@ -1,6 +1,6 @@
 """Tracker configs: dataclasses chosen by a ``type:`` key, from YAML, dicts or code.
 
-Built-in choices are ``local``, ``noop``, ``tensorboard``, ``wandb`` and ``console``.
+Built-in choices are ``local``, ``noop``, ``tensorboard``, ``wandb``, ``console`` and ``json_logger``.
 ``@TrackerConfig.register("name")`` adds one; a package can also add one
 without being imported first, through an entry point in the group
 [`ENTRY_POINT_GROUP`][jaxtrack.trackers.config.ENTRY_POINT_GROUP] (``"jaxtrack.trackers"``) whose name is the ``type`` and
