@@ -57,22 +57,6 @@ from jaxtrack.trackers.composite import CompositeTracker
 from jaxtrack.trackers.config import TrackerConfig
 from jaxtrack.values import Histogram, Image, flatten
 
-_BACKEND_NAMES = frozenset(
-    {
-        "ConsoleConfig",
-        "ConsoleTracker",
-        "JsonLinesConfig",
-        "JsonLinesTracker",
-        "LocalConfig",
-        "LocalTracker",
-        "NoopConfig",
-        "TensorboardConfig",
-        "TensorboardTracker",
-        "WandbConfig",
-        "WandbTracker",
-    }
-)
-
 
 def __getattr__(name: str) -> Any:
     # Concrete backends live in jaxtrack.trackers and RunStore in jaxtrack.store; jaxtrack.LocalTracker
@@ -81,10 +65,11 @@ def __getattr__(name: str) -> Any:
         from jaxtrack.store import RunStore
 
         return RunStore
-    if name in _BACKEND_NAMES:
-        from jaxtrack import trackers
+    if not name.startswith("_"):  # probes for dunders import nothing
+        from jaxtrack import trackers  # the one list of backends and their configs: trackers.__all__
 
-        return getattr(trackers, name)
+        if name in trackers.__all__:
+            return getattr(trackers, name)
     raise AttributeError(f"module 'jaxtrack' has no attribute {name!r}")
 
 
